@@ -1,0 +1,128 @@
+"""The in-memory dataset every loader returns, and the dataset registry.
+
+All datasets cnnlab trains on fit in memory, so each is loaded once into
+uint8 tensors of shape [N, C, H, W] (the thesis's "data iterator" reduced to
+its fastest form for small images). Augmentation and normalization happen later
+on whole batches (see :mod:`cnnlab.data.augment`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import CnnlabError
+from ..registry import Registry
+
+
+@dataclass
+class ArrayDataset:
+    """Train and test splits as uint8 image tensors [N, C, H, W] and int64 labels [N]."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]  # per channel, of pixel/255 over the training split
+    std: tuple[float, ...]
+    flip_ok: bool = True  # is a horizontal flip label-preserving? (no for digits)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise CnnlabError(f"{self.name}: {split} images must be uint8 [N,C,H,W], got {x.dtype} {tuple(x.shape)}")
+            if y.shape != (x.shape[0],):
+                raise CnnlabError(f"{self.name}: {split} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                raise CnnlabError(f"{self.name}: {split} labels must be in [0, {len(self.classes)})")
+        self.train_labels = self.train_labels.long()
+        self.test_labels = self.test_labels.long()
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.train_images.shape[2:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> str:
+        c, (h, w) = self.in_channels, self.image_size
+        return (f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test images, "
+                f"{c}x{h}x{w}, {self.num_classes} classes")
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images scaled to [0, 1]."""
+    x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
+    std = x.std(dim=1).clamp_min(1e-3)
+    return tuple(x.mean(dim=1).tolist()), tuple(std.tolist())
+
+
+@dataclass
+class DatasetSpec:
+    """What the registry knows about a dataset before loading it."""
+
+    name: str
+    load: Callable[..., ArrayDataset]  # load(data_dir: Path | None, download: bool, **options)
+    description: str
+    shape: str  # e.g. "1x28x28" or "any (resized)"
+    num_classes: str
+    splits: str  # e.g. "60000 train / 10000 test"
+    files: list[str] = field(default_factory=list)  # files expected in --data-dir
+    source: str = ""
+
+    def files_present(self, data_dir: Path | None) -> bool | None:
+        """True/False when the dataset needs files; None when it needs none."""
+        if not self.files:
+            return None
+        for root in candidate_dirs(self.name, data_dir):
+            if all((root / f).exists() for f in self.files):
+                return True
+        return False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are cached: $CNNLAB_DATA, else ~/.cache/cnnlab/data."""
+    import os
+
+    env = os.environ.get("CNNLAB_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cnnlab" / "data"
+
+
+def candidate_dirs(name: str, data_dir: Path | str | None) -> list[Path]:
+    """Folders searched for a dataset's files, in order: --data-dir, --data-dir/<name>, cache/<name>."""
+    dirs = []
+    if data_dir is not None:
+        d = Path(data_dir).expanduser()
+        dirs += [d, d / name]
+    dirs.append(default_cache_dir() / name)
+    return dirs
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS.add(spec.name, spec, spec.description)
+    return spec
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True, **options) -> ArrayDataset:
+    """Load a registered dataset by name into memory (see ``cnnlab datasets``)."""
+    spec = DATASETS.get(name)
+    return spec.load(Path(data_dir).expanduser() if data_dir else None, download, **options)
+
+
+def list_datasets() -> list[DatasetSpec]:
+    return [e.obj for e in DATASETS]

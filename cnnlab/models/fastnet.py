@@ -1,0 +1,45 @@
+"""fastnet: the network tuned for time-to-accuracy on small images (MNIST, digits, CIFAR-sized).
+
+Design (after airbench's lessons, measured in ``benchmarks/mnist_time_to_accuracy.py``):
+few wide-enough 3x3 conv stages, each conv-BN-activation then 2x2 max pooling, so most
+compute happens at low resolution; no bias before BN; a global max-pool head with a
+scaled linear classifier. BN makes high learning rates with one-cycle schedules stable.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import ConvNormAct
+from .registry import register_model
+
+
+class FastNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...] = (32, 64, 128),
+                 act: str = "relu", norm: str = "batch", dropout: float = 0.0, head_scale: float = 1.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, w in enumerate(widths):
+            layers.append(ConvNormAct(c, w, 3, act=act, norm=norm))
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.head = nn.Linear(c, num_classes, bias=False)
+        self.head_scale = head_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x)).flatten(1)
+        return self.head(self.dropout(x)) * self.head_scale
+
+
+@register_model("fastnet", "3-stage conv-BN net tuned for time-to-accuracy on small images",
+                source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=4)
+def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 64, 128),
+            act: str = "relu", norm: str = "batch", dropout: float = 0.0, head_scale: float = 1.0) -> nn.Module:
+    if isinstance(widths, str):
+        widths = tuple(int(w) for w in widths.split(","))
+    return FastNet(num_classes, in_channels, tuple(widths), act, norm, dropout, head_scale)
