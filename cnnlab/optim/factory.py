@@ -4,7 +4,9 @@ PyTorch's own implementations are used where they match the papers' equations:
 SGD with momentum is thesis eq. 2.14-2.15 (PyTorch folds the learning rate in after
 the velocity, which is the same trajectory for a constant rate), Nesterov is eq. 2.16-2.17
 in the Sutskever reformulation, and ``weight_decay`` adds lambda*theta to the gradient
-(eq. 2.20-2.22, L2 regularization); AdamW decouples it instead.
+(eq. 2.20-2.22, L2 regularization); AdamW decouples it instead. LARS
+(:mod:`cnnlab.optim.lars`) and the Adam->SGD switch (:mod:`cnnlab.optim.adam_sgd_switch`)
+are our own. docs/optimizers.md lists every name, option and equation.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from ..registry import Registry
+from .adam_sgd_switch import AdamSGDSwitch
+from .lars import LARS
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 
@@ -30,6 +34,34 @@ OPTIMIZERS.add("adamw", torch.optim.AdamW, "Adam with decoupled weight decay (Lo
 OPTIMIZERS.add("rmsprop", torch.optim.RMSprop, "RMSprop (Tieleman & Hinton 2012)")
 OPTIMIZERS.add("adagrad", torch.optim.Adagrad, "Adagrad (Duchi et al. 2011)")
 OPTIMIZERS.add("adadelta", torch.optim.Adadelta, "Adadelta (Zeiler 2012)")
+OPTIMIZERS.add("adamax", torch.optim.Adamax, "AdaMax, Adam with the infinity norm (Kingma & Ba 2015, Sec. 7)")
+OPTIMIZERS.add("nadam", torch.optim.NAdam, "Nadam, Adam with Nesterov momentum (Dozat 2016)")
+
+
+class Momentum(torch.optim.SGD):
+    """SGD with classical momentum, thesis eq. 2.14-2.15 (torch.optim.SGD, nesterov=False)."""
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, dampening: float = 0.0,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=False)
+
+
+class NAG(torch.optim.SGD):
+    """Nesterov accelerated gradient, thesis eq. 2.16-2.17 (torch.optim.SGD, nesterov=True)."""
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+OPTIMIZERS.add("momentum", Momentum)
+OPTIMIZERS.add("nag", NAG)
+OPTIMIZERS.add("lars", LARS, "LARS: momentum SGD with a layer-wise trust ratio (You, Gitman & Ginsburg 2017)")
+OPTIMIZERS.add("adam-sgd-switch", AdamSGDSwitch,
+               "Adam, then a k-step blend to momentum SGD at the learned rate (SADIE eq. 3.15-3.17)")
+
+# options given in epochs that only the trainer (which knows steps_per_epoch) can turn into steps
+EPOCH_OPTIONS = {"force_switch_epoch": "force_switch_step"}
 
 
 def is_no_decay(name: str, param: torch.Tensor) -> bool:
@@ -67,6 +99,10 @@ def create_optimizer(name: str, model: nn.Module | Iterable, lr: float, weight_d
     cls = OPTIMIZERS.get(name)
     accepted = inspect.signature(cls).parameters
     options = {k: v for k, v in options.items() if v is not None}
+    for k, to in EPOCH_OPTIONS.items():
+        if k in options and to in accepted:
+            raise CnnlabError(f"optimizer {name!r}: option {k!r} must be converted to {to!r} by the caller "
+                              f"(cnnlab.optim.resolve_epoch_options(options, steps_per_epoch))")
     bad = [k for k in options if k not in accepted]
     if bad:
         known = [k for k in accepted if k not in ("params", "lr", "weight_decay")]
@@ -84,11 +120,37 @@ def create_optimizer(name: str, model: nn.Module | Iterable, lr: float, weight_d
         raise CnnlabError(f"optimizer {name!r}: {e}") from e
 
 
+def resolve_epoch_options(options: dict, steps_per_epoch: int) -> dict:
+    """Turn options given in epochs into steps: ``force_switch_epoch=E`` becomes
+    ``force_switch_step=round(E * steps_per_epoch)`` (the switch then happens after that many
+    optimizer steps, i.e. epoch E, counted from 0, is the first without pure Adam).
+    Returns a new dict; other options pass through unchanged."""
+    out = dict(options)
+    for k, to in EPOCH_OPTIONS.items():
+        if out.get(k) is not None:
+            if to in options and options[to] is not None:
+                raise CnnlabError(f"give {k!r} or {to!r}, not both")
+            epochs = float(out.pop(k))
+            if epochs <= 0:
+                raise CnnlabError(f"{k} must be > 0, got {epochs}")
+            out[to] = max(1, round(epochs * steps_per_epoch))
+        else:
+            out.pop(k, None)
+    return out
+
+
 def momentum_options(name: str, momentum: float | None, nesterov: bool | None) -> dict:
-    """Map the CLI's --momentum/--nesterov onto what each optimizer calls them."""
+    """Map the CLI's --momentum/--nesterov onto what each optimizer calls them.
+
+    ``momentum=None`` leaves the optimizer's own default (0.9 for momentum, nag, lars and the
+    switch's post-switch SGD). --nesterov only applies to ``sgd``."""
     name = name.lower()
     if name == "sgd":
         return {"momentum": momentum or 0.0, "nesterov": bool(nesterov) and bool(momentum)}
     if name == "rmsprop":
         return {"momentum": momentum or 0.0}
+    if name in ("momentum", "nag", "lars"):
+        return {} if momentum is None else {"momentum": momentum}
+    if name == "adam-sgd-switch":
+        return {} if momentum is None else {"sgd_momentum": momentum}
     return {}

@@ -1,0 +1,271 @@
+"""The ``cnnlab`` command: train | eval | predict | models | datasets | study.
+
+Every subcommand is a thin layer over a plain Python call. User mistakes raise
+:class:`CnnlabError`; ``main`` prints them as one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import PRECISIONS, TTA_MODES, TrainConfig
+from .errors import CnnlabError
+
+# Help for each TrainConfig field that becomes a `cnnlab train` flag (flags are generated from
+# the dataclass, so a new config field is a new flag; the help text lives here).
+FIELD_HELP = {
+    "data": "dataset name (see `cnnlab datasets`)",
+    "data_dir": "folder holding the dataset's files (for `folder`: the image root, one sub-folder per class)",
+    "download": "download missing dataset files into the cache",
+    "image_size": "resize images to this square side once at load time",
+    "channels": "1 = grey, 3 = RGB (converted once at load time)",
+    "val_split": "folder dataset: fraction of images held out for evaluation",
+    "strict": "folder dataset: fail on the first unreadable image instead of skipping it",
+    "data_options": "extra dataset options, KEY=VALUE (repeatable)",
+    "train_subset": "train on the first N training images only",
+    "model": "model name (see `cnnlab models`)",
+    "act": "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)",
+    "norm": "normalization: batch, lrn or none",
+    "init": "weight initialization: default, xavier-uniform, xavier-normal, kaiming-uniform, kaiming-normal",
+    "dropout": "dropout probability where the model places dropout",
+    "model_options": "extra model options, KEY=VALUE (repeatable), e.g. widths=16,32",
+    "epochs": "epochs to train (fractions allowed)",
+    "batch_size": "mini-batch size",
+    "opt": "optimizer: sgd, adam, adamw, rmsprop, adagrad, adadelta, ...",
+    "lr": "base learning rate",
+    "momentum": "momentum (SGD, RMSprop, LARS)",
+    "nesterov": "Nesterov momentum for SGD (thesis eq. 2.16-2.17)",
+    "weight_decay": "L2 weight decay lambda (thesis eq. 2.20-2.22)",
+    "decay_norm_bias": "also decay biases and normalization parameters",
+    "opt_options": "extra optimizer options, KEY=VALUE (repeatable), e.g. betas=[0.9,0.99]",
+    "sched": "learning-rate schedule: constant, step, multistep, exponential, cosine, linear, onecycle, ...",
+    "warmup_epochs": "linear learning-rate warm-up length in epochs",
+    "sched_options": "extra schedule options, KEY=VALUE (repeatable), e.g. gamma=0.7",
+    "label_smoothing": "label smoothing of the cross-entropy target",
+    "clip_grad": "clip the gradient norm to this value",
+    "ema": "keep an exponential moving average of the weights with this decay and evaluate it",
+    "crop_padding": "augment: random crop after zero padding by this many pixels",
+    "flip": "augment: random horizontal flips (default: on where label-preserving)",
+    "translate": "augment: random translation, max fraction of the side",
+    "rotate": "augment: random rotation, max degrees",
+    "scale": "augment: random scaling, max relative change",
+    "noise": "augment: Gaussian noise std (pixel range 0..1)",
+    "salt_pepper": "augment: fraction of pixels set to black or white",
+    "cutout": "augment: zero a random square of this side",
+    "tta": f"test-time augmentation: {', '.join(TTA_MODES)}",
+    "precision": f"numeric precision: {', '.join(PRECISIONS)} (auto = fastest correct on this machine)",
+    "channels_last": "channels-last memory format",
+    "compile": "torch.compile the model (slow start, faster steps)",
+    "device": "auto, cpu or cuda",
+    "threads": "CPU threads for torch",
+    "seed": "random seed",
+    "deterministic": "use deterministic algorithms only",
+    "target_acc": "stop when test accuracy reaches this (percent or fraction)",
+    "eval_every": "evaluate every N epochs",
+    "eval_batch_size": "batch size for evaluation",
+    "out": "parent folder of run folders",
+    "name": "run folder name (default: <data>-<model>-<time>)",
+    "save_every": "write a checkpoint every N epochs",
+    "progress": "progress bar and per-epoch lines",
+}
+SHORT = {"batch_size": ["-b"], "epochs": ["-e"], "model": ["-m"]}
+# fields a resumed run may change without breaking its equivalence with an uninterrupted one
+RESUME_OVERRIDABLE = {"epochs", "threads", "progress", "eval_every", "save_every", "eval_batch_size", "device"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _key_values(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip().replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot parse value of {key}: {value!r}") from None
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type).replace(" | None", "")
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": FIELD_HELP.get(f.name, "")}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           **{**kw, "help": f"{kw['help']} (default: {default})"})
+            continue
+        if kind.startswith("dict"):
+            p.add_argument(flag, action="append", type=_key_values, metavar="KEY=VALUE", **kw)
+            continue
+        kw["type"] = {"int": int, "float": float}.get(kind, str)
+        if default is not None:
+            kw["help"] += f" (default: {default})"
+        p.add_argument(*SHORT.get(f.name, []), flag, **kw)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    for k, v in given.items():
+        if isinstance(v, list):  # KEY=VALUE pairs
+            given[k] = dict(v)
+    if args.resume:
+        from . import runs
+
+        run_dir = runs.check_run_dir(args.resume)
+        base = TrainConfig.from_yaml(run_dir / runs.CONFIG).to_dict()
+        changed = sorted(k for k in given if k not in RESUME_OVERRIDABLE and given[k] != base.get(k))
+        if changed:
+            raise CnnlabError(f"--resume continues {run_dir} with its saved config; these flags cannot change it: "
+                              f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
+        base.update(given, out=str(run_dir.parent), name=run_dir.name)
+        return TrainConfig.from_dict(base, str(run_dir / runs.CONFIG))
+    base = {}
+    if args.config:
+        from .config import read_yaml
+
+        base = read_yaml(args.config)
+        if not isinstance(base, dict):
+            raise CnnlabError(f"{args.config}: expected a mapping of config keys")
+    for k, v in given.items():  # flags override file values; dict options merge key by key
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return TrainConfig.from_dict(base, args.config or "flags")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = _config_from_args(args)
+    summary = train(cfg, resume=bool(args.resume))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .inference import evaluate_run
+
+    evaluate_run(args.run, data=args.data, data_dir=args.data_dir, tta=args.tta, device=args.device,
+                 batch_size=args.batch_size, as_json=args.json)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict_files
+
+    predict_files(args.run, args.paths, top_k=args.top_k, tta=args.tta, device=args.device, as_json=args.json)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models.catalog import print_model_info, print_model_table
+
+    if args.info:
+        print_model_info(args.info, args.input, args.num_classes, args.batch_size)
+    else:
+        print_model_table()
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import list_datasets
+
+    rows = [("name", "shape", "classes", "splits", "files", "description")]
+    for spec in list_datasets():
+        present = spec.files_present(args.data_dir)
+        rows.append((spec.name, spec.shape, spec.num_classes, spec.splits,
+                     "built in" if present is None else ("present" if present else "missing (downloads)"),
+                     spec.description))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = Parser(prog="cnnlab", description="Train, compare and deploy deep image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model into a run folder",
+                       description="Train a model. Flags override values from --config; see docs/cli.md.")
+    p.add_argument("--config", help="YAML file of config values (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on its test split (all metrics)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--data", help="evaluate on another dataset with the same classes and input shape")
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("-b", "--batch-size", type=int, default=1024)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top-k classes for image files or folders")
+    p.add_argument("run", help="run folder")
+    p.add_argument("paths", nargs="+", help="image files or folders of images")
+    p.add_argument("-k", "--top-k", type=int, default=5)
+    p.add_argument("--tta", choices=TTA_MODES, default="none")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list models with parameters and size, or cost figures of one")
+    p.add_argument("--info", metavar="NAME", help="cost figures of one model")
+    p.add_argument("--input", default=None, metavar="CxHxW", help="input shape for --info, e.g. 3x32x32")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("-b", "--batch-size", type=int, default=128, help="batch for peak activation memory")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list datasets and whether their files are present")
+    p.add_argument("--data-dir", help="also look for files here")
+    p.set_defaults(func=cmd_datasets)
+
+    try:
+        from .study import add_study_parser
+    except ImportError:  # the study runner arrives with its own module
+        pass
+    else:
+        add_study_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CnnlabError as e:
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # files the user pointed at: missing, unreadable, disk full
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Shuffled mini-batches straight from in-memory uint8 tensors.
+
+This is the thesis's data iterator (Section 3.2.1) for data that fits in memory:
+no worker processes and no per-sample Python. Each step gathers a batch of uint8
+images by index, converts it to float in [0, 1], augments the whole batch
+(:mod:`cnnlab.data.augment`), normalizes with the dataset's mean/std and hands it
+to the model in the requested memory format and dtype.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from .augment import AugmentConfig, augment_batch
+
+
+def to_model_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   channels_last: bool = False, augment: AugmentConfig | None = None) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> normalized float32 batch (augmented first if ``augment`` is enabled)."""
+    x = images.float().div_(255)
+    if augment is not None and augment.enabled:
+        x = augment_batch(x, augment)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class BatchLoader:
+    """Iterate over (inputs, labels) batches of an in-memory split, reshuffled every epoch.
+
+    Shuffling and augmentation use torch's global RNG, so seeding torch and saving its
+    state in checkpoints makes every epoch (and a resumed run) reproducible. A last
+    batch of a single image is dropped in training because batch norm cannot use it.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
+                 device: torch.device | str = "cpu", shuffle: bool = True, augment: AugmentConfig | None = None,
+                 channels_last: bool = False):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.channels_last = channels_last
+        shape = (1, -1, 1, 1)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        n, b = len(self.labels), self.batch_size
+        self.num_samples = n - 1 if (shuffle and n % b == 1 and n > 1) else n
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, device=self.device) if self.shuffle else None
+        for start in range(0, self.num_samples, self.batch_size):
+            end = min(start + self.batch_size, self.num_samples)
+            if order is None:
+                x, y = self.images[start:end], self.labels[start:end]
+            else:
+                idx = order[start:end]
+                x, y = self.images[idx], self.labels[idx]
+            yield to_model_input(x, self.mean, self.std, self.channels_last, self.augment), y
