@@ -41,10 +41,10 @@ def run_torch(name: str, steps: int = STEPS, lr: float = 0.1, weight_decay: floa
     return out
 
 
-def check(traj, expected):
+def check(traj, expected, atol: float = 1e-14):
     assert len(traj) == len(expected)
     for t, (a, b) in enumerate(zip(traj, expected), 1):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=f"step {t}")
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=atol, msg=f"step {t}")
 
 
 def test_all_paper_optimizers_registered():
@@ -181,7 +181,8 @@ def test_nadam_dozat():
         m_hat = mu_next * m / (1 - prod * mu_next) + (1 - mu) * g / (1 - prod)
         theta = theta - eta * m_hat / ((v / (1 - b2 ** t)).sqrt() + eps)
         expected.append(theta)
-    check(run_torch("nadam", lr=eta, betas=(b1, b2), eps=eps, momentum_decay=psi), expected)
+    # PyTorch keeps the running product of mu in a float32 scalar: agreement to ~1e-9, not 1e-14
+    check(run_torch("nadam", lr=eta, betas=(b1, b2), eps=eps, momentum_decay=psi), expected, atol=1e-8)
 
 
 # ------------------------------------------------------------------ factory

@@ -101,7 +101,7 @@ def read_pickle(path: Path) -> dict:
 
 def _field(batch: dict, key: bytes, path: Path):
     if key not in batch:
-        raise CnnlabError(f"{path}: missing key {key!r} (has {sorted(batch)})")
+        raise CnnlabError(f"{path}: missing key {key!r} (has {list(batch)})")
     return batch[key]
 
 

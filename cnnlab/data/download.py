@@ -23,10 +23,11 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from tqdm import tqdm
 
@@ -86,14 +87,17 @@ def download_file(urls: str | Sequence[str], dest: Path, md5: str, size: int | N
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     network_errors: list[str] = []
     bad_file: str | None = None
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")  # unique: parallel runs may download
         try:
-            with os.fdopen(fd, "wb") as out:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            out = open(tmp, "xb")  # unlike mkstemp, honours the umask: a shared cache stays readable
+        except OSError as e:
+            raise CnnlabError(f"cannot write to {dest.parent} ({e}); set $CNNLAB_DATA to a writable folder") from e
+        try:
+            with out:
                 actual_md5, actual_size = _stream(url, out, dest.name, timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # URLError/timeouts are OSErrors
             tmp.unlink(missing_ok=True)
@@ -122,12 +126,12 @@ def _reason(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
-def _stream(url: str, out, label: str, timeout: float) -> tuple[str, int]:
+def _stream(url: str, out: BinaryIO, label: str, timeout: float) -> tuple[str, int]:
     """Copy ``url`` into the open file ``out``; return its md5 and byte count."""
     h, n = hashlib.md5(), 0
     request = urllib.request.Request(url, headers={"User-Agent": "cnnlab"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        total = response.length  # None when the server sends no Content-Length
+        total = getattr(response, "length", None)  # None without Content-Length (and for file:// URLs)
         with tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False,
                   disable=not sys.stderr.isatty()) as bar:
             while chunk := response.read(CHUNK):
@@ -178,8 +182,12 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[Path]:
     Returns the top-level paths created in ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest, prefix=".extract-"))
+    except OSError as e:
+        raise CnnlabError(f"cannot extract {archive.name} into {dest} ({e}); set $CNNLAB_DATA to a writable "
+                          "folder") from e
     root = os.path.realpath(staging)
     extract_kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
@@ -189,6 +197,8 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[Path]:
                     _check_member(archive, member, root)
                     tar.extract(member, staging, **extract_kwargs)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:  # gzip.BadGzipFile is an OSError
+            if isinstance(e, getattr(tarfile, "FilterError", ())):  # the data filter caught what we did not
+                raise CnnlabError(f"{archive}: refusing to extract it ({e}); the archive is unsafe") from e
             raise CnnlabError(f"{archive}: the archive is truncated or corrupt ({e}); delete it and "
                               "download it again") from e
         created = []
@@ -207,7 +217,7 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[Path]:
 
 def _check_member(archive: Path, member: tarfile.TarInfo, root: str) -> None:
     name = member.name
-    if name.startswith(("/", "\\")) or os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+    if name.startswith(("/", "\\")) or os.path.isabs(name):
         reason = "absolute path"
     elif member.issym() or member.islnk():
         reason = f"link to {member.linkname!r}"

@@ -1,7 +1,7 @@
 """Model registry and the model families (one module per family)."""
 from .registry import MODELS, count_parameters, create_model, list_models, model_size_mb, register_model
 from .activations import ACTIVATIONS, make_activation
-from . import basic, fastnet  # noqa: F401  (registration side effects)
+from . import basic, fastnet, alexnet, vgg, nin, inception, tinynet, maxdepth, resnet, mobilenet, ndsb  # noqa: F401
 
 __all__ = ["MODELS", "ACTIVATIONS", "count_parameters", "create_model", "list_models", "make_activation",
            "model_size_mb", "register_model"]

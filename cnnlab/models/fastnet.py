@@ -10,20 +10,27 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..errors import CnnlabError
 from .layers import ConvNormAct
 from .registry import register_model
 
 
 class FastNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...] = (32, 64, 128),
-                 act: str = "relu", norm: str = "batch", dropout: float = 0.0, head_scale: float = 1.0):
+    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...] = (32, 32, 64),
+                 stem: str = "patch2", act: str = "relu", norm: str = "batch", dropout: float = 0.0,
+                 head_scale: float = 1.0):
         super().__init__()
-        layers: list[nn.Module] = []
-        c = in_channels
-        for i, w in enumerate(widths):
-            layers.append(ConvNormAct(c, w, 3, act=act, norm=norm))
-            if i < len(widths) - 1:
+        if stem not in ("patch2", "conv3"):
+            raise CnnlabError(f"fastnet: stem must be patch2 or conv3, got {stem!r}")
+        # patch2: a 2x2 stride-2 convolution halves the resolution at once (as airbench's stem);
+        # on CPU the full-resolution BN/activation/pooling passes cost more than the convolutions.
+        layers: list[nn.Module] = [ConvNormAct(in_channels, widths[0], 2, stride=2, padding=0, act=act, norm=norm)
+                                   if stem == "patch2" else ConvNormAct(in_channels, widths[0], 3, act=act, norm=norm)]
+        c = widths[0]
+        for i, w in enumerate(widths[1:], start=1):
+            if stem == "conv3" or i > 1:  # the patch stem already halved the resolution once
                 layers.append(nn.MaxPool2d(2))
+            layers.append(ConvNormAct(c, w, 3, act=act, norm=norm))
             c = w
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveMaxPool2d(1)
@@ -38,8 +45,9 @@ class FastNet(nn.Module):
 
 @register_model("fastnet", "3-stage conv-BN net tuned for time-to-accuracy on small images",
                 source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=4)
-def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 64, 128),
-            act: str = "relu", norm: str = "batch", dropout: float = 0.0, head_scale: float = 1.0) -> nn.Module:
+def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 32, 64),
+            stem: str = "patch2", act: str = "relu", norm: str = "batch", dropout: float = 0.0,
+            head_scale: float = 1.0) -> nn.Module:
     if isinstance(widths, str):
         widths = tuple(int(w) for w in widths.split(","))
-    return FastNet(num_classes, in_channels, tuple(widths), act, norm, dropout, head_scale)
+    return FastNet(num_classes, in_channels, tuple(widths), stem, act, norm, dropout, head_scale)

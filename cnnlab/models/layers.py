@@ -1,6 +1,23 @@
-"""Blocks shared by the model families: normalization by name and conv-norm-activation."""
+"""Blocks shared by the model families.
+
+* ``make_norm``: normalization by name: batch norm (thesis eq. 5.8-5.11), local response
+  normalization (thesis eq. 4.1) or none -- the papers compare with and without BN.
+* ``ConvNormAct``: conv -> norm -> activation, CReLU-aware.
+* ``linear_act``: a fully connected layer + activation (+ dropout), CReLU-aware.
+* ``Branches``: parallel paths concatenated on channels (Inception modules, TinyNet).
+* ``ClassifierHead``: global pooling + dropout + linear classifier (NiN's global average pooling).
+* ``scale_width`` / ``out_side``: width multipliers and feature-map arithmetic.
+
+CReLU (``channel_multiplier(act) == 2``) doubles the channels its input has, so every block
+asks its convolution or linear layer for ``out // 2`` outputs: the block's output width --
+and therefore the next layer's shape, the parameter count's meaning and the cost
+comparison between activations -- stays what the paper's table says.
+"""
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
@@ -10,21 +27,55 @@ NORMS = ("batch", "lrn", "none")
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
-    """Normalization after a convolution: batch norm (thesis eq. 5.8-5.11), LRN (eq. 4.1) or none."""
+    """Normalization after a convolution: batch norm (thesis eq. 5.8-5.11), LRN (eq. 4.1) or none.
+
+    LRN uses AlexNet's constants n = 5, alpha = 1e-4, beta = 0.75, k = 2 in eq. 4.1,
+    b = a / (k + alpha * sum_j a_j^2)^beta. PyTorch divides its ``alpha`` by n, so it is given
+    n * alpha to compute eq. 4.1 exactly.
+    """
     if norm == "batch":
         return nn.BatchNorm2d(channels)
-    if norm == "lrn":  # AlexNet's constants: n=5, alpha=1e-4, beta=0.75, k=2
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    if norm == "lrn":
+        return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
     if norm == "none":
         return nn.Identity()
-    raise CnnlabError(f"unknown norm {norm!r} (choose from {', '.join(NORMS)})")
+    raise CnnlabError(f"unknown --norm {norm!r} (choose from {', '.join(NORMS)})")
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise CnnlabError(f"unknown --norm {norm!r} (choose from {', '.join(NORMS)})")
+    return norm
+
+
+def scale_width(channels: int, width: float, multiple: int = 2) -> int:
+    """``channels * width`` rounded to a multiple of ``multiple`` (at least ``multiple``).
+
+    The default multiple of 2 keeps every width valid for CReLU; grouped layers pass
+    ``2 * groups``. With ``width == 1`` the papers' widths (all even) are unchanged.
+    """
+    if width <= 0:
+        raise CnnlabError(f"model option width must be > 0, got {width}")
+    return max(multiple, int(round(channels * width / multiple)) * multiple)
+
+
+def out_side(side: int, kernel: int, stride: int = 1, padding: int = 0, ceil_mode: bool = False) -> int:
+    """Output side of a convolution or pooling layer (PyTorch's formula)."""
+    span = side + 2 * padding - kernel
+    n = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (n - 1) * stride >= side + padding:  # last window must start inside the input
+        n -= 1
+    return n
 
 
 class ConvNormAct(nn.Sequential):
     """conv -> norm -> activation; ``out_channels`` is the activation's output (CReLU-aware).
 
     With CReLU the convolution produces ``out_channels // 2`` maps so the block's output
-    width is what the caller asked for, keeping the next layer's shape unchanged.
+    width is what the caller asked for, keeping the next layer's shape unchanged. ``groups``
+    applies to the convolution's output count, so a depthwise block passes
+    ``groups = out_channels // channel_multiplier(act)``. No bias before batch norm (its
+    shift beta, eq. 5.11, plays that role).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -39,3 +90,68 @@ class ConvNormAct(nn.Sequential):
             make_norm(norm, conv_out),
             make_activation(act, conv_out),
         )
+        self.out_channels = out_channels
+
+
+def linear_act(in_features: int, out_features: int, act: str, dropout: float = 0.0) -> list[nn.Module]:
+    """Fully connected layer + activation (+ dropout after it, AlexNet/VGG style), CReLU-aware."""
+    mult = channel_multiplier(act)
+    layers: list[nn.Module] = [nn.Linear(in_features, out_features // mult), make_activation(act, out_features // mult)]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
+class Branches(nn.Module):
+    """Parallel paths on one input, concatenated along channels (Inception, thesis Figure 4.3-4.5)."""
+
+    def __init__(self, *branches: nn.Module, out_channels: int):
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b(x) for b in self.branches], dim=1)
+
+
+class ClassifierHead(nn.Module):
+    """Global pooling -> dropout -> linear classifier.
+
+    Global average pooling replaces the flatten + multi-layer perceptron of LeNet/AlexNet
+    (Network in Network, thesis Section 4.4), so the network accepts any input size.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, pool: str = "avg", dropout: float = 0.0):
+        super().__init__()
+        if pool not in ("avg", "max"):
+            raise CnnlabError(f"model option pool must be 'avg' or 'max', got {pool!r}")
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.pool(x).flatten(1)))
+
+
+def parse_ints(value, option: str) -> tuple[int, ...]:
+    """A tuple of ints from a list/tuple or from a CLI string like ``"16,32"`` / ``"16x32"``."""
+    if isinstance(value, str):
+        value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+    elif isinstance(value, (int, float)):
+        value = [value]
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise CnnlabError(f"model option {option} must be integers like 16,32, got {value!r}") from None
+
+
+def parse_floats(value, option: str) -> tuple[float, ...]:
+    """A tuple of floats from a list/tuple or from a CLI string like ``"0.9,0.8"``."""
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    elif isinstance(value, (int, float)):
+        value = [value]
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CnnlabError(f"model option {option} must be numbers like 0.9,0.8, got {value!r}") from None

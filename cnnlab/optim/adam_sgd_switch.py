@@ -55,7 +55,8 @@ for the whole network.
 The extra state (phase, step counts, lambda, Lambda, blend index) is saved under the
 ``"switch"`` key of :meth:`state_dict` and restored by :meth:`load_state_dict`; Adam moments and
 SGD momentum buffers are ordinary per-parameter state. :meth:`metrics` reports the switch for the
-trainer's per-epoch metrics line.
+trainer's per-epoch metrics line (``sgd_lr`` is Lambda; ``sgd_lr_now`` the first group's SGD rate at
+present, after the schedule: the group's logged ``lr`` stays Adam's alpha times the schedule).
 """
 from __future__ import annotations
 
@@ -137,9 +138,10 @@ class AdamSGDSwitch(torch.optim.Optimizer):
     def metrics(self) -> dict[str, Any]:
         """For the trainer's per-epoch metrics line."""
         s = self.switch
-        return {"switched": s["phase"] != "adam", "switch_step": s["switch_step"], "sgd_lr": s["sgd_lr"],
-                "phase": s["phase"], "switch_gap": s["gap"] if s["phase"] == "adam" else None,
-                "switch_lambda": s["Lambda"]}
+        switched = s["phase"] != "adam"
+        return {"switched": switched, "switch_step": s["switch_step"], "sgd_lr": s["sgd_lr"],
+                "sgd_lr_now": self._group_sgd_lr(self.param_groups[0]) if switched else None,
+                "phase": s["phase"], "switch_gap": None if switched else s["gap"], "switch_lambda": s["Lambda"]}
 
     def blend_weights(self, i: int | None = None) -> tuple[float, float]:
         """(Adam weight, SGD weight) = ((k - i)/k, i/k) of eq. 3.17 for blend step i (1..k)."""

@@ -1,0 +1,111 @@
+"""Print (or, with --write, refresh in docs/models.md) the table of every registered model's cost figures.
+
+    .venv/bin/python benchmarks/model_table.py            # print the markdown tables
+    .venv/bin/python benchmarks/model_table.py --write    # replace them in docs/models.md
+
+Each model is measured at its native input (the size of the paper's table) with the paper's class
+count (1000 for ImageNet networks, 121 for the NDSB plankton networks, else 10), on PyTorch's meta
+device: nothing is allocated, so the whole table takes seconds. See cnnlab/models/info.py for how
+each figure is counted.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from cnnlab.models import MODELS
+from cnnlab.models.info import human, model_report
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+BATCH = 128
+
+# (model, input side, options, paper figure, measured key, paper value, where)
+PAPER = [
+    ("alexnet", 224, {"groups": 2}, "parameters", "params", 60e6, "thesis Sec. 4.2.2, Table 4.7"),
+    ("vgg16", 224, {}, "parameters", "params", 138e6, "thesis Table 4.7"),
+    ("vgg16", 224, {}, "size (MiB)", "size_mib", 528, "thesis Table 4.7"),
+    ("vgg16", 224, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 22.6, "thesis Table 4.7"),
+    ("inception-bn", 224, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 3.07, "thesis Table 4.7 (GoogLeNet)"),
+    ("tinynet-a", 112, {}, "parameters", "params", 1.54e6, "thesis Table 4.7"),
+    ("tinynet-a", 112, {}, "size (MiB)", "size_mib", 7.9, "thesis Table 4.7"),
+    ("tinynet-a", 112, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 0.40, "thesis Table 4.7"),
+    ("tinynet-b", 224, {}, "parameters", "params", 1.56e6, "thesis Table 4.7"),
+    ("tinynet-b", 224, {}, "size (MiB)", "size_mib", 7.9, "thesis Table 4.7"),
+    ("tinynet-b", 224, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 0.42, "thesis Table 4.7"),
+    ("ndsb1", 128, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 12, "thesis Sec. 6.2"),
+    ("ndsb2", 144, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 6, "thesis Sec. 6.2"),
+    ("mobilenet", 224, {}, "parameters", "params", 4.2e6, "Howard et al. Table 4"),
+    ("mobilenet", 224, {}, "mult-adds", "macs", 569e6, "Howard et al. Table 4"),
+    ("mobilenet-plain", 224, {}, "parameters", "params", 29.3e6, "Howard et al. Table 4"),
+    ("mobilenet-plain", 224, {}, "mult-adds", "macs", 4866e6, "Howard et al. Table 4"),
+    ("resnet20", 32, {}, "parameters", "params", 0.27e6, "He et al. 2015 Table 6"),
+    ("resnet110", 32, {}, "parameters", "params", 1.7e6, "He et al. 2015 Table 6"),
+    ("resnet164", 32, {}, "parameters", "params", 1.7e6, "He et al. 2016 Table 2"),
+    ("resnet50", 224, {}, "mult-adds", "macs", 3.8e9, "He et al. 2015 Table 1 (FLOPs)"),
+    ("resnet152", 224, {}, "mult-adds", "macs", 11.3e9, "He et al. 2015 Table 1 (FLOPs)"),
+]
+
+
+def native(name: str) -> tuple[int, int, int]:
+    """(channels, side, classes) of a model's paper setting."""
+    meta = MODELS.entry(name).meta
+    side = meta.get("native_size") or max(28, meta.get("min_size", 1))
+    channels = meta.get("native_channels", 3 if side >= 32 else 1)
+    classes = 121 if name.startswith("ndsb") else 1000 if side >= 112 else 10
+    return channels, side, classes
+
+
+def fmt(value: float, key: str) -> str:
+    if key in ("size_mib", "size_mb"):
+        return f"{value:.1f}"
+    if key == "complexity_vs_alexnet":
+        return f"{value:.3g}x"
+    return human(value)
+
+
+def model_rows() -> list[str]:
+    rows = ["| model | input | classes | params | MB (fp32) | mult-adds | eq. 4.7 vs AlexNet "
+            f"| activations MB (batch {BATCH}) | peak MB | source |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in MODELS:
+        c, side, classes = native(e.name)
+        d = model_report(e.name, c, side, num_classes=classes, batch_size=BATCH)
+        rows.append(f"| `{e.name}` | {d['input']} | {classes} | {human(d['params'])} | {d['size_mb']:.1f} "
+                    f"| {human(d['macs'])} | {d['complexity_vs_alexnet']:.3g}x | {d['activations_mb']:,.0f} "
+                    f"| {d['peak_activation_mb']:,.0f} | {e.meta.get('source', '')} |")
+    return rows
+
+
+def paper_rows() -> list[str]:
+    rows = ["| model | input | figure | paper | measured | source |", "|---|---|---|---|---|---|"]
+    for name, side, options, label, key, paper, where in PAPER:
+        c, _, classes = native(name)
+        d = model_report(name, c, side, num_classes=classes, **options)
+        opts = "".join(f" {k}={v}" for k, v in options.items())
+        rows.append(f"| `{name}`{opts} | {c}x{side}x{side} | {label} | {fmt(paper, key)} | {fmt(d[key], key)} "
+                    f"| {where} |")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help=f"replace the tables in {DOC}")
+    args = p.parse_args()
+    tables = {"model-table": "\n".join(model_rows()), "paper-table": "\n".join(paper_rows())}
+    if not args.write:
+        for text in tables.values():
+            print(text + "\n")
+        return
+    doc = DOC.read_text()
+    for tag, text in tables.items():
+        pattern = re.compile(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)", re.S)
+        if not pattern.search(doc):
+            raise SystemExit(f"{DOC}: markers <!-- {tag}:start/end --> not found")
+        doc = pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), doc)
+    DOC.write_text(doc)
+    print(f"updated {DOC}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""A user's own images: one sub-folder per class, decoded and resized once into memory.
+
+Layout: ``DIR/<class>/*.png`` (sub-folders of a class folder are included; hidden
+files and folders are ignored). Class names are the sorted folder names. A
+stratified, seeded ``val_split`` of each class becomes the evaluation ("test")
+split, unless ``DIR`` holds exactly ``train/`` and ``test/`` (or ``val/``)
+folders, each with the class sub-folders, which are then used as given.
+
+Preprocessing (shared with ``cnnlab predict`` through :func:`load_image`):
+1. decode with Pillow, apply the EXIF orientation;
+2. convert to 8 bits: grey sources (1-bit, L, 16-bit integer taken as 0..65535,
+   float taken as 0..1) to L, everything else to RGB; transparent pixels are
+   composited over white;
+3. resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``
+   (bilinear, antialiased: the aspect ratio is kept, the borders of the longer side
+   are cut);
+4. convert to the requested channels (grey to RGB repeats the plane; RGB to grey
+   uses ITU-R 601 luma). With ``channels=None`` the dataset is RGB if any image is
+   colour, else grey.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import CnnlabError
+from .base import ArrayDataset, DatasetSpec, channel_stats, register_dataset
+
+IMAGE_EXTENSIONS = frozenset({".bmp", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff"})
+DEFAULT_SIZE = 32
+RESAMPLE = Image.Resampling.BILINEAR
+SPLIT_FOLDERS = ("train", "test", "val")  # a DIR holding only these is already split
+MAX_LISTED = 20  # skipped files named in the warning; all of them are in dataset.extra["skipped"]
+
+
+def load_image(path: str | Path, size: int = DEFAULT_SIZE, channels: int = 3) -> torch.Tensor:
+    """One image file as a uint8 tensor [channels, size, size], preprocessed exactly as in training."""
+    try:
+        array = _decode(Path(path), size, channels)
+    except Exception as e:  # noqa: BLE001  Pillow's decoders raise many types for a bad file
+        raise CnnlabError(f"{path}: cannot read image ({_describe(e)})") from e
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _decode(path: Path, size: int, channels: int | None) -> np.ndarray:
+    """Steps 1-4 of the module docstring; returns uint8 [size, size, C] (C natural when channels is None)."""
+    with Image.open(path) as img:
+        img.draft(img.mode, (size, size))  # JPEG only: decode at 1/2..1/8 scale, never below size
+        img.load()  # decode now, inside the caller's error handling (truncated files fail here)
+        img = _to_l_or_rgb(ImageOps.exif_transpose(img))
+    img = ImageOps.fit(img, (size, size), RESAMPLE)
+    if channels is not None:
+        img = img.convert("L" if channels == 1 else "RGB")
+    array = np.array(img)  # a writable copy, so torch can share it
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _to_l_or_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit L (grey sources) or RGB (colour sources)."""
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "F":
+        return _grey_from_array(np.asarray(img, np.float32) * 255)
+    if mode.startswith("I"):  # I;16, I;16B, I (16-bit PGM): 0..65535
+        return _grey_from_array(np.asarray(img, np.float32) / 257)
+    if mode == "1":
+        return img.convert("L")
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa", "P"):  # P: its palette may hold transparency
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(white, img.convert("RGBA"))
+        return flat.convert("L" if mode in ("LA", "La") else "RGB")
+    return img.convert("RGB")  # CMYK, YCbCr, HSV, ...
+
+
+def _grey_from_array(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _try_decode(path: Path, size: int, channels: int | None) -> np.ndarray | str:
+    """The decoded image, or the reason it could not be read."""
+    try:
+        return _decode(path, size, channels)
+    except Exception as e:  # noqa: BLE001  any decoder failure means "this file is unreadable"
+        return _describe(e)
+
+
+def _visible_subdirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    """Image files under ``class_dir`` (recursively, following links), sorted, hidden entries skipped."""
+    found = []
+    for root, dirs, files in os.walk(class_dir, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files)
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def _class_folders(root: Path) -> dict[str, Path]:
+    subdirs = _visible_subdirs(root)
+    if len(subdirs) < 2:
+        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        hint = f"; found {len(loose)} images directly in it: move them into class folders" if loose else ""
+        raise CnnlabError(f"folder dataset: --data-dir {root} must contain at least 2 class sub-folders "
+                          f"(one per class, e.g. {root}/cat/, {root}/dog/), found {len(subdirs)}{hint}")
+    return {d.name: d for d in subdirs}
+
+
+def _read_class(class_dir: Path, size: int, channels: int | None, strict: bool,
+                pool: ThreadPoolExecutor) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, str]]]:
+    """Decode one class folder: (images, their paths, (path, reason) of unreadable files)."""
+    paths = _image_files(class_dir)
+    if not paths:
+        raise CnnlabError(f"folder dataset: class folder {class_dir} contains no images "
+                          f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    images, kept, skipped = [], [], []
+    for path, result in zip(paths, pool.map(partial(_try_decode, size=size, channels=channels), paths)):
+        if isinstance(result, str):
+            if strict:
+                raise CnnlabError(f"{path}: cannot read image ({result}); fix or remove it, or turn strict off "
+                                  "to skip unreadable images")
+            skipped.append((path, result))
+        else:
+            images.append(result)
+            kept.append(path)
+    if not images:
+        raise CnnlabError(f"folder dataset: class folder {class_dir} has no readable images "
+                          f"({len(skipped)} unreadable, e.g. {skipped[0][0]}: {skipped[0][1]})")
+    return images, kept, skipped
+
+
+def _split_indices(n: int, val_split: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of one class: round(n * val_split) images, at least 1 and at most n - 1, for validation."""
+    n_val = min(n - 1, max(1, int(n * val_split + 0.5)))
+    order = rng.permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@dataclass
+class _Split:
+    """Decoded images of one split with their labels and source files, in class order."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    def add(self, images: list[np.ndarray], paths: list[Path], label: int) -> None:
+        self.images += images
+        self.paths += paths
+        self.labels += [label] * len(images)
+
+    def tensors(self, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, C, H, W] uint8 and [N] int64; grey images are repeated to 3 channels in a colour dataset."""
+        if not self.images:
+            return torch.empty(0, channels, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+        arrays = [np.repeat(a, channels, axis=2) if a.shape[2] != channels else a for a in self.images]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return x, torch.tensor(self.labels, dtype=torch.int64)
+
+
+def _check_root(data_dir: str | Path | None) -> Path:
+    if data_dir is None:
+        raise CnnlabError("folder dataset: needs --data-dir DIR, a folder with one sub-folder of images per class")
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise CnnlabError(f"folder dataset: --data-dir {root} does not exist")
+    if not root.is_dir():
+        raise CnnlabError(f"folder dataset: --data-dir {root} is not a directory")
+    return root
+
+
+def _presplit_folders(root: Path) -> tuple[Path, Path] | None:
+    """(train, eval) folders when ``root`` holds only train/ and test/ (or val/), else None."""
+    top = {d.name for d in _visible_subdirs(root)}
+    if "train" not in top or not top & {"test", "val"} or not top <= set(SPLIT_FOLDERS):
+        return None
+    return root / "train", root / ("test" if "test" in top else "val")
+
+
+def load_folder(data_dir: str | Path | None, download: bool = True, size: int | None = DEFAULT_SIZE,
+                channels: int | None = None, val_split: float = 0.2, strict: bool = False,
+                seed: int = 0) -> ArrayDataset:
+    """Load ``DIR/<class>/<images>`` into memory (see the module docstring for layout and preprocessing).
+
+    ``size``: side of the square images (None: 32). ``channels``: 1, 3 or None
+    (RGB if any image is colour). ``val_split``: fraction of each class held out as
+    the test split, chosen with ``seed`` (unused for a DIR with train/ and test/).
+    ``strict``: raise on an unreadable image instead of skipping it with a warning.
+    ``download`` is ignored: there is nothing to download.
+    """
+    root = _check_root(data_dir)
+    size = DEFAULT_SIZE if size is None else size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise CnnlabError(f"folder dataset: size (--image-size) must be a positive integer, got {size!r}")
+    if channels not in (None, 1, 3):
+        raise CnnlabError(f"folder dataset: channels must be 1, 3 or None, got {channels!r}")
+    presplit = _presplit_folders(root)
+    if presplit is None and not 0 < val_split < 1:
+        raise CnnlabError(f"folder dataset: val_split must be in (0, 1), got {val_split}")
+
+    train, test, skipped = _Split(), _Split(), []
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        read = partial(_read_class, size=size, channels=channels, strict=strict, pool=pool)
+        if presplit:
+            train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
+            unknown = sorted(set(eval_dirs) - set(train_dirs))
+            if unknown:
+                raise CnnlabError(f"folder dataset: {presplit[1]} has classes that {presplit[0]} lacks: "
+                                  f"{', '.join(unknown)}")
+            classes = sorted(train_dirs)
+            for label, name in enumerate(classes):
+                for split, dirs in ((train, train_dirs), (test, eval_dirs)):
+                    if name in dirs:
+                        images, paths, bad = read(dirs[name])
+                        split.add(images, paths, label)
+                        skipped += bad
+            split_info = f"folders {presplit[0].name}/ and {presplit[1].name}/"
+        else:
+            class_dirs = _class_folders(root)
+            classes = sorted(class_dirs)
+            rng = np.random.default_rng(seed)
+            for label, name in enumerate(classes):
+                images, paths, bad = read(class_dirs[name])
+                skipped += bad
+                if len(images) < 2:
+                    raise CnnlabError(f"folder dataset: class folder {class_dirs[name]} has only {len(images)} "
+                                      "readable image; splitting off a validation set needs at least 2 per class")
+                for split, idx in zip((train, test), _split_indices(len(images), val_split, rng)):
+                    split.add([images[i] for i in idx], [paths[i] for i in idx], label)
+            split_info = f"val_split={val_split}, seed={seed}"
+
+    if skipped:
+        listed = "; ".join(f"{path} ({why})" for path, why in skipped[:MAX_LISTED])
+        more = f"; and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
+        warnings.warn(f"folder dataset: skipped {len(skipped)} unreadable image(s): {listed}{more}", stacklevel=2)
+    out_channels = channels or (3 if any(a.shape[2] == 3 for a in train.images + test.images) else 1)
+    (tr_x, tr_y), (te_x, te_y) = train.tensors(out_channels, size), test.tensors(out_channels, size)
+    mean, std = channel_stats(tr_x)
+    extra = {"root": str(root), "image_size": size, "channels": out_channels, "split": split_info,
+             "skipped": [str(p) for p, _ in skipped],
+             "train_files": [str(p) for p in train.paths], "test_files": [str(p) for p in test.paths]}
+    return ArrayDataset("folder", tr_x, tr_y, te_x, te_y, classes, mean, std, flip_ok=True, extra=extra)
+
+
+register_dataset(DatasetSpec(
+    "folder", load_folder, "your own images: --data-dir DIR with one sub-folder per class", "any (resized)",
+    "one per sub-folder", "stratified val_split (default 0.2) or DIR/train + DIR/test", source="--data-dir"))

@@ -1,0 +1,213 @@
+"""Cost figures of a model: parameters, size, multiply-adds, eq. 4.7 complexity, activation memory.
+
+``model_report(name, in_channels, image_size)`` builds the model on PyTorch's ``meta`` device
+(shapes only, no memory, so VGG-19's 144M parameters cost nothing) and runs one forward pass
+in eval mode with forward hooks on every leaf layer:
+
+* ``macs``: multiply-adds per image of the convolution and linear layers, counted from the
+  shapes each layer actually saw: out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w
+  for a convolution, in_features * out_features for a linear layer. Normalization,
+  activations, pooling and additions are not counted (they are a few percent at most).
+* ``complexity_eq47``: the thesis's measure eq. 4.7, sum over convolutional layers of
+  n_{l-1} s_l^2 n_l m_l^2 (n_{l-1} = input maps each filter sees, i.e. in_channels / groups;
+  s_l filter size; n_l filters; m_l output map size), and ``complexity_vs_alexnet``, its ratio to
+  AlexNet's (Table 4.2 with the original two-group split, 3x224x224) -- the "Complexity"
+  column of thesis Table 4.7.
+* ``activations_mb``: memory a training step keeps for the backward pass, for a batch of
+  ``batch_size`` images in fp32: the input plus the output of every leaf layer, excluding
+  outputs that share memory with their input (in-place activations, identity, flatten).
+  Concatenations and residual additions, which are not layers, are not counted.
+* ``peak_activation_mb``: the inference peak for the batch when intermediate results are freed
+  as soon as possible: the largest input + output of a single layer.
+* ``size_mb`` / ``size_mib``: parameters and buffers in fp32, in 10^6 bytes / 2^20 bytes (the
+  papers' "MB" are MiB: VGG-16's 138M parameters are 528 MiB in thesis Table 4.7).
+* ``by_type``: multiply-adds and parameters per layer kind (conv 1x1, depthwise, conv kxk, fc),
+  as in the MobileNet resource table (efficient-cnn-training-methods.md Table 2).
+
+``format_report`` renders the dict for ``cnnlab models --info NAME --input 3x32x32``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+from .registry import MODELS, count_parameters, create_model
+
+BYTES_FP32 = 4
+_NO_NEW_MEMORY = (nn.Identity, nn.Flatten)
+
+
+def _layer_kind(m: nn.Module) -> str | None:
+    if isinstance(m, nn.Linear):
+        return "fc"
+    if isinstance(m, nn.Conv2d):
+        kh, kw = m.kernel_size
+        if m.groups > 1 and m.groups == m.in_channels:
+            return f"conv dw {kh}x{kw}"
+        if m.groups > 1:
+            return f"conv {kh}x{kw} grouped"
+        return f"conv {kh}x{kw}"
+    return None
+
+
+def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int = 1) -> dict:
+    """MACs, eq. 4.7, activation memory and per-kind breakdown of ``model`` for one forward pass.
+
+    The model may live on the ``meta`` device (preferred: nothing is computed) or the CPU.
+    """
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    macs = eq47 = 0
+    act_elems = in_channels * image_size * image_size  # the input batch is kept too
+    peak_elems = 0
+    by_type: dict[str, dict[str, int]] = {}
+
+    def hook(m: nn.Module, inputs, output) -> None:
+        nonlocal macs, eq47, act_elems, peak_elems
+        if not isinstance(output, torch.Tensor):
+            return
+        in_elems = sum(t[0].numel() for t in inputs if isinstance(t, torch.Tensor))
+        out_elems = output[0].numel()
+        peak_elems = max(peak_elems, in_elems + out_elems)
+        if not (isinstance(m, _NO_NEW_MEMORY) or getattr(m, "inplace", False)):
+            act_elems += out_elems
+        kind = _layer_kind(m)
+        if kind is None:
+            return
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            n = output[0].numel() * (m.in_channels // m.groups) * kh * kw
+            eq47 += n  # n_{l-1} s^2 n_l m^2 with n_{l-1} = in_channels / groups
+        else:
+            n = m.in_features * m.out_features * (output[0].numel() // m.out_features)
+        macs += n
+        entry = by_type.setdefault(kind, {"macs": 0, "params": 0})
+        entry["macs"] += n
+        entry["params"] += sum(p.numel() for p in m.parameters(recurse=False))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {
+        "macs": macs,
+        "complexity_eq47": eq47,
+        "activations_mb": act_elems * batch_size * BYTES_FP32 / 1e6,
+        "peak_activation_mb": peak_elems * batch_size * BYTES_FP32 / 1e6,
+        "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["macs"])),
+    }
+
+
+def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict) -> nn.Module:
+    """Build on the meta device when possible (instant, no memory), else on the CPU."""
+    try:
+        with torch.device("meta"):
+            return create_model(name, num_classes, in_channels, image_size=image_size, **options)
+    except (NotImplementedError, RuntimeError):
+        return create_model(name, num_classes, in_channels, image_size=image_size, **options)
+
+
+def _costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int) -> dict:
+    try:
+        return count_costs(model, in_channels, image_size, batch_size)
+    except (NotImplementedError, RuntimeError):
+        if next(iter(model.parameters()), torch.empty(0)).device.type != "meta":
+            raise
+        return count_costs(model.to_empty(device="cpu"), in_channels, image_size, batch_size)
+
+
+@lru_cache(maxsize=1)
+def alexnet_complexity() -> int:
+    """Eq. 4.7 of AlexNet as in thesis Table 4.7's reference: two-group split, 3x224x224."""
+    model = _build("alexnet", 1000, 3, 224, {"groups": 2})
+    return _costs(model, 3, 224, 1)["complexity_eq47"]
+
+
+def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
+                 batch_size: int = 128, **options) -> dict:
+    """Cost figures of registered model ``name`` for ``in_channels x image_size x image_size`` inputs.
+
+    Keys: name, source, input, num_classes, batch_size, options, params, size_mb, size_mib,
+    macs, complexity_eq47, complexity_vs_alexnet, activations_mb, peak_activation_mb, by_type.
+    """
+    entry = MODELS.entry(name)
+    model = _build(entry.name, num_classes, in_channels, int(image_size), options)
+    params = count_parameters(model)
+    size_bytes = sum(t.numel() * BYTES_FP32 for t in list(model.parameters()) + list(model.buffers())
+                     if t.is_floating_point())
+    costs = _costs(model, in_channels, int(image_size), batch_size)
+    return {
+        "name": entry.name,
+        "source": entry.meta.get("source", ""),
+        "input": f"{in_channels}x{image_size}x{image_size}",
+        "num_classes": num_classes,
+        "batch_size": batch_size,
+        "options": dict(options),
+        "params": params,
+        "size_mb": size_bytes / 1e6,
+        "size_mib": size_bytes / 2 ** 20,
+        "macs": costs["macs"],
+        "complexity_eq47": costs["complexity_eq47"],
+        "complexity_vs_alexnet": costs["complexity_eq47"] / alexnet_complexity(),
+        "activations_mb": costs["activations_mb"],
+        "peak_activation_mb": costs["peak_activation_mb"],
+        "by_type": costs["by_type"],
+    }
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def format_report(d: dict) -> str:
+    """Human-readable lines for one ``model_report`` dict."""
+    opts = ", ".join(f"{k}={v}" for k, v in d.get("options", {}).items())
+    lines = [
+        f"{d['name']} @ {d['input']}, {d['num_classes']} classes" + (f" ({opts})" if opts else ""),
+        f"  source              {d['source'] or '-'}",
+        f"  parameters          {d['params']:,} ({human(d['params'])})",
+        f"  size (fp32)         {d['size_mb']:.2f} MB ({d['size_mib']:.2f} MiB)",
+        f"  multiply-adds       {human(d['macs'])} per image (conv + linear layers)",
+        f"  complexity eq. 4.7  {human(d['complexity_eq47'])} = {d['complexity_vs_alexnet']:.3g}x AlexNet "
+        f"(thesis Table 4.7 column)",
+        f"  activations         {d['activations_mb']:.1f} MB for a batch of {d['batch_size']} "
+        f"(kept for backward in training)",
+        f"  peak activation     {d['peak_activation_mb']:.1f} MB for a batch of {d['batch_size']} "
+        f"(inference: largest layer input + output)",
+    ]
+    total = d["macs"] or 1
+    params = sum(v["params"] for v in d["by_type"].values()) or 1
+    for kind, v in d["by_type"].items():
+        lines.append(f"    {kind:<16}  {100 * v['macs'] / total:5.1f}% of mult-adds  "
+                     f"{100 * v['params'] / params:5.1f}% of weights")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cnnlab.models.info NAME [--input 3x32x32] [--classes N] [--batch-size B]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name")
+    p.add_argument("--input", default="3x32x32")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    a = p.parse_args(argv)
+    c, h, _ = (int(v) for v in a.input.lower().split("x"))
+    print(format_report(model_report(a.name, c, h, a.classes, a.batch_size)))
+
+
+if __name__ == "__main__":
+    main()
