@@ -105,6 +105,7 @@ def test_every_norm(norm):
     for key in ("alexnet", "vgg11-cifar", "tinynet-cifar", "resnet20", "inception-k", "mobilenet"):
         size = small_size(key)
         out = build(key, 3, size, norm=norm)(torch.randn(2, 3, size, size))
+        out.sum().backward()  # also checks that in-place ReLU after LRN keeps what backward needs
         assert out.shape == (2, 5)
     with pytest.raises(CnnlabError, match="norm"):
         build("nin", 3, 16, norm="group")

@@ -39,12 +39,12 @@ def make_norm(norm: str, channels: int) -> nn.Module:
         return nn.LocalResponseNorm(5, alpha=5 * 1e-4, beta=0.75, k=2.0)
     if norm == "none":
         return nn.Identity()
-    raise CnnlabError(f"unknown --norm {norm!r} (choose from {', '.join(NORMS)})")
+    raise CnnlabError(f"unknown norm {norm!r} for --norm (choose from {', '.join(NORMS)})")
 
 
 def check_norm(norm: str) -> str:
     if norm not in NORMS:
-        raise CnnlabError(f"unknown --norm {norm!r} (choose from {', '.join(NORMS)})")
+        raise CnnlabError(f"unknown norm {norm!r} for --norm (choose from {', '.join(NORMS)})")
     return norm
 
 
@@ -79,7 +79,7 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int | None = None, act: str = "relu", norm: str = "batch", groups: int = 1):
+                 padding: int | str | None = None, act: str = "relu", norm: str = "batch", groups: int = 1):
         mult = channel_multiplier(act)
         if out_channels % mult:
             raise CnnlabError(f"activation {act!r} needs an even channel count, got {out_channels}")
