@@ -107,7 +107,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                            **{**kw, "help": f"{kw['help']} (default: {default})"})
             continue
         if kind.startswith("dict"):
-            p.add_argument(flag, action="append", type=_key_values, metavar="KEY=VALUE", **kw)
+            p.add_argument(flag, action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE", **kw)
             continue
         kw["type"] = {"int": int, "float": float}.get(kind, str)
         if default is not None:

@@ -865,8 +865,9 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
 
     from .models import create_model
 
-    key = (cfg.model, json.dumps(cfg.model_kwargs(), sort_keys=True, default=str), c, side, classes, threads,
-           cfg.device)
+    # the activation, initialization and dropout hardly change the cost: measure once per architecture
+    shape_kwargs = {k: v for k, v in cfg.model_kwargs().items() if k not in ("act", "init", "dropout")}
+    key = (cfg.model, json.dumps(shape_kwargs, sort_keys=True, default=str), c, side, classes, threads, cfg.device)
     if key in cache:
         return cache[key]
     old = torch.get_num_threads()
@@ -875,7 +876,7 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
         device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
         model = create_model(cfg.model, classes, c, image_size=side, **cfg.model_kwargs()).to(device)
         model.train()
-        b = max(2, min(cfg.batch_size, 32))
+        b = max(2, min(cfg.batch_size, 16))
         x = torch.randn(b, c, side, side, device=device)
         y = torch.randint(0, classes, (b,), device=device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -887,7 +888,7 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
 
         step()
         t0 = time.perf_counter()
-        n = 2
+        n = 1
         for _ in range(n):
             step()
         if device.type == "cuda":
@@ -1358,7 +1359,7 @@ CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafafa}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}tbody tr:nth-child(even){background:#fafafa}
 table.meta td:first-child{font-weight:bold;background:#f7f7f7}
 pre{background:#f6f8fa;border:1px solid #ddd;padding:.8em;overflow:auto;font-size:.85em}
 img{max-width:100%;border:1px solid #eee}.pair{display:flex;gap:1em;flex-wrap:wrap;align-items:flex-start}

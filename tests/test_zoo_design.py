@@ -153,29 +153,43 @@ def test_mobilenet_depthwise_layers():
 def test_initializations_have_the_papers_variances():
     torch.manual_seed(0)
     fan_in, fan_out = 400, 100
-    layer = nn.Linear(fan_in, fan_out)
+    net = nn.Sequential(nn.Linear(fan_in, fan_out), nn.ReLU(), nn.Linear(fan_out, 10))
+    layer = net[0]  # a hidden layer (the output layer is checked below)
     for scheme, var in [("xavier-uniform", 2 / (fan_in + fan_out)),  # eq. 5.27
                         ("xavier-normal", 2 / (fan_in + fan_out)),
                         ("kaiming-uniform", 2 / fan_in),  # eq. 5.30-5.31
                         ("kaiming-normal", 2 / fan_out)]:  # eq. 5.32
-        initialize(layer, scheme)
+        initialize(net, scheme)
         assert layer.weight.var().item() == pytest.approx(var, rel=0.05), scheme
         assert layer.bias.abs().max().item() == 0
-    initialize(layer, "xavier-uniform")  # two-stage paper eq. 1: U[-sqrt(6/(n_j+n_j+1)), +...]
+    initialize(net, "xavier-uniform")  # two-stage paper eq. 1: U[-sqrt(6/(n_j+n_j+1)), +...]
     assert layer.weight.abs().max().item() <= math.sqrt(6 / (fan_in + fan_out))
     with pytest.raises(CnnlabError, match="--init"):
-        initialize(layer, "lecun")
+        initialize(net, "lecun")
 
 
-def test_default_init_is_framework_default():
+def test_output_layer_gets_gain_one_under_kaiming():
+    """No ReLU follows the classifier: Var[w] = 1 / n_in there instead of 2 / n_in or 2 / n_out."""
     torch.manual_seed(0)
-    a = create_model("vgg11-cifar", 10, 3, image_size=32, width=0.125, init="default")
+    model = nn.Sequential(nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 10))
+    for scheme in ("kaiming-uniform", "kaiming-normal"):
+        initialize(model, scheme)
+        assert model[2].weight.var().item() == pytest.approx(1 / 400, rel=0.1), scheme
+        assert model[0].weight.var().item() == pytest.approx(2 / 400, rel=0.05), scheme
+
+
+def test_auto_init_kaiming_without_batch_norm_framework_default_with_it():
+    def first_conv(**options):
+        torch.manual_seed(0)
+        return convs(create_model("nin", 10, 3, image_size=32, width=0.125, **options))[0].weight
+
     torch.manual_seed(0)
-    b = create_model("vgg11-cifar", 10, 3, image_size=32, width=0.125)  # family default: Kaiming
-    torch.manual_seed(0)
-    conv = nn.Conv2d(3, 8, 3)  # what PyTorch draws first for the same shape
-    assert torch.equal(convs(a)[0].weight, conv.weight)
-    assert not torch.equal(convs(b)[0].weight, conv.weight)
+    pytorch_default = nn.Conv2d(3, 24, 5).weight  # what PyTorch draws first for NiN's first layer
+    assert torch.equal(first_conv(init="default"), pytorch_default)
+    assert torch.equal(first_conv(norm="batch"), pytorch_default)  # auto + batch norm
+    auto = first_conv()  # auto, no normalization: Kaiming uniform, Var = 2 / (3 * 5 * 5)
+    assert not torch.equal(auto, pytorch_default)
+    assert auto.var().item() == pytest.approx(2 / 75, rel=0.15)
 
 
 # ----------------------------------------------------------------------------- stochastic depth

@@ -7,7 +7,7 @@ parameters at 224x224 with 1000 classes (thesis Section 4.2.2).
 Each of the first two stages is convolution -> max pooling -> activation -> local response
 normalization (thesis eq. 4.1), in Table 4.2's order (pooling and ReLU commute, so this is
 the original network at a quarter of the activation cost). ``norm="batch"`` instead puts batch
-norm after every convolution, ``norm="none"`` drops normalization.
+norm after every convolution and hidden FC layer, ``norm="none"`` drops normalization.
 
 ``groups=2`` restores the original two-GPU split ("group", Section 4.2.2): conv2, conv4 and
 conv5 see only the half of the previous layer's maps that lives on their GPU, which is what
@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from .activations import channel_multiplier, make_activation
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import check_norm, linear_act, make_norm, out_side, scale_width
 from .registry import register_model
 
@@ -61,8 +61,8 @@ class AlexNet(nn.Module):
             side = out_side(side, 3, 2)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            *linear_act(c5 * side * side, fc, act, dropout),
-            *linear_act(fc, fc, act, dropout),
+            *linear_act(c5 * side * side, fc, act, dropout, norm),
+            *linear_act(fc, fc, act, dropout, norm),
             nn.Linear(fc, num_classes),
         )
 
@@ -73,6 +73,7 @@ class AlexNet(nn.Module):
 @register_model("alexnet", "AlexNet: 5 conv + 3 FC, LRN, dropout (~60M params at 224)",
                 source="thesis Table 4.2, eq. 4.1", min_size=63, native_size=224, native_channels=3)
 def alexnet(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "lrn",
-            dropout: float = 0.5, width: float = 1.0, groups: int = 1, init: str = "default") -> nn.Module:
+            dropout: float = 0.5, width: float = 1.0, groups: int = 1, init: str = "auto") -> nn.Module:
     """AlexNet (thesis Table 4.2). ``groups=2``: the original two-group split; ``width`` scales all layers."""
-    return initialize(AlexNet(num_classes, in_channels, int(image_size), act, norm, dropout, width, int(groups)), init)
+    model = AlexNet(num_classes, in_channels, int(image_size), act, norm, dropout, width, int(groups))
+    return initialize(model, resolve_init(init, norm))

@@ -46,7 +46,7 @@ import string
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import Branches, ClassifierHead, ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
@@ -119,9 +119,10 @@ class InceptionBN(nn.Module):
 @register_model("inception-bn", "Inception-BN (GoogLeNet 2015): 10 Inception modules with BN, 33 layers deep",
                 source="thesis Table 4.4", min_size=16, native_size=224, native_channels=3)
 def inception_bn(num_classes: int, in_channels: int, image_size: int = 224, stem: str = "auto", act: str = "relu",
-                 norm: str = "batch", dropout: float = 0.0, width: float = 1.0, init: str = "default") -> nn.Module:
+                 norm: str = "batch", dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
     """Inception-BN (thesis Table 4.4); ``stem`` "imagenet" (7x7/2 + pools), "cifar" (no downsampling) or "auto"."""
-    return initialize(InceptionBN(num_classes, in_channels, int(image_size), stem, act, norm, dropout, width), init)
+    model = InceptionBN(num_classes, in_channels, int(image_size), stem, act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))
 
 
 # ----------------------------------------------------------------------------- Figure 4.5 family
@@ -200,8 +201,9 @@ def _register_variant(letter: str) -> None:
     @register_model(f"inception-{letter}", f"Inception module study, module {letter.upper()}: {VARIANTS[letter]}",
                     source="thesis Figure 4.5, Table 4.5", min_size=8, native_size=32, native_channels=3)
     def builder(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "batch",
-                dropout: float = 0.0, width: float = 1.0, init: str = "default") -> nn.Module:
-        return initialize(InceptionFamily(letter, num_classes, in_channels, act, norm, dropout, width), init)
+                dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
+        model = InceptionFamily(letter, num_classes, in_channels, act, norm, dropout, width)
+        return initialize(model, resolve_init(init, norm))
 
 
 for _letter in string.ascii_lowercase[:11]:

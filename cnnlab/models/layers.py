@@ -93,10 +93,18 @@ class ConvNormAct(nn.Sequential):
         self.out_channels = out_channels
 
 
-def linear_act(in_features: int, out_features: int, act: str, dropout: float = 0.0) -> list[nn.Module]:
-    """Fully connected layer + activation (+ dropout after it, AlexNet/VGG style), CReLU-aware."""
+def linear_act(in_features: int, out_features: int, act: str, dropout: float = 0.0,
+               norm: str = "none") -> list[nn.Module]:
+    """Fully connected layer [+ batch norm] + activation (+ dropout after it, AlexNet/VGG style), CReLU-aware.
+
+    With ``norm="batch"`` the hidden FC layers are normalized like the convolutions; without it a
+    deep BN network's unnormalized 4096/512-wide head is what diverges first at high learning rates.
+    """
     mult = channel_multiplier(act)
-    layers: list[nn.Module] = [nn.Linear(in_features, out_features // mult), make_activation(act, out_features // mult)]
+    layers: list[nn.Module] = [nn.Linear(in_features, out_features // mult, bias=norm != "batch")]
+    if norm == "batch":
+        layers.append(nn.BatchNorm1d(out_features // mult))
+    layers.append(make_activation(act, out_features // mult))
     if dropout:
         layers.append(nn.Dropout(dropout))
     return layers

@@ -33,7 +33,7 @@ from functools import lru_cache
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import ClassifierHead, ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
@@ -148,7 +148,8 @@ class MaxDepthNet(nn.Module):
                 source="thesis Sec. 4.3, eq. 4.2-4.6", min_size=4, native_size=32, native_channels=3)
 def maxdepth(num_classes: int, in_channels: int, image_size: int = 32, kernel: int = 3, c_min: float = 0.3,
              act: str = "relu", norm: str = "batch", dropout: float = 0.0, width: float = 1.0,
-             init: str = "kaiming-uniform") -> nn.Module:
+             init: str = "auto") -> nn.Module:
     """Builds ``max_depth_layout(image_size, kernel, c_min)``; the layout is kept in ``model.layout``."""
     layout = max_depth_layout(int(image_size), int(kernel), float(c_min))
-    return initialize(MaxDepthNet(layout, num_classes, in_channels, int(kernel), act, norm, dropout, width), init)
+    model = MaxDepthNet(layout, num_classes, in_channels, int(kernel), act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .activations import channel_multiplier
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import ClassifierHead, ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
@@ -70,13 +70,15 @@ class MobileNet(nn.Module):
 @register_model("mobilenet", "MobileNet v1: depthwise separable convolutions, width multiplier alpha",
                 source="efficient-cnn Sec. III (Howard et al. 2017)", min_size=32, native_size=224, native_channels=3)
 def mobilenet(num_classes: int, in_channels: int, image_size: int = 224, alpha: float = 1.0, act: str = "relu",
-              norm: str = "batch", dropout: float = 0.0, init: str = "default") -> nn.Module:
-    return initialize(MobileNet(num_classes, in_channels, float(alpha), True, act, norm, dropout), init)
+              norm: str = "batch", dropout: float = 0.0, init: str = "auto") -> nn.Module:
+    model = MobileNet(num_classes, in_channels, float(alpha), True, act, norm, dropout)
+    return initialize(model, resolve_init(init, norm))
 
 
 @register_model("mobilenet-plain", "MobileNet v1 layout with standard 3x3 convolutions (cost comparison)",
                 source="efficient-cnn Sec. III (Howard et al. Table 4)", min_size=32, native_size=224,
                 native_channels=3)
 def mobilenet_plain(num_classes: int, in_channels: int, image_size: int = 224, alpha: float = 1.0,
-                    act: str = "relu", norm: str = "batch", dropout: float = 0.0, init: str = "default") -> nn.Module:
-    return initialize(MobileNet(num_classes, in_channels, float(alpha), False, act, norm, dropout), init)
+                    act: str = "relu", norm: str = "batch", dropout: float = 0.0, init: str = "auto") -> nn.Module:
+    model = MobileNet(num_classes, in_channels, float(alpha), False, act, norm, dropout)
+    return initialize(model, resolve_init(init, norm))

@@ -12,13 +12,14 @@ ending in global average (or max: ``pool="max"``) pooling and a softmax classifi
 
 The activation defaults to RReLU (thesis Section 5.3.4): the one activation the team used on
 all its competition networks, which it introduced there to curb over-fitting on this small
-data set. The tables show no normalization; the weights use Kaiming's initialization.
+data set. The tables show no normalization, so the weights start from Kaiming's initialization
+(``init="auto"``, see :mod:`cnnlab.models.init`).
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import ClassifierHead, ConvNormAct, check_norm, out_side, scale_width
 from .registry import register_model
 
@@ -61,12 +62,14 @@ def feature_side(layout: list, image_size: int) -> int:
 @register_model("ndsb1", "NDSB network 1: 5x5 conv + max-depth stages of 3x3 convs, RReLU (128x128 grey)",
                 source="thesis Table 6.1", min_size=16, native_size=128, native_channels=1)
 def ndsb1(num_classes: int, in_channels: int, image_size: int = 128, act: str = "rrelu", norm: str = "none",
-          dropout: float = 0.0, width: float = 1.0, pool: str = "avg", init: str = "kaiming-uniform") -> nn.Module:
-    return initialize(NDSBNet(TABLE_6_1, num_classes, in_channels, act, norm, dropout, width, pool), init)
+          dropout: float = 0.0, width: float = 1.0, pool: str = "avg", init: str = "auto") -> nn.Module:
+    model = NDSBNet(TABLE_6_1, num_classes, in_channels, act, norm, dropout, width, pool)
+    return initialize(model, resolve_init(init, norm))
 
 
 @register_model("ndsb2", "NDSB network 2: like network 1 with a 3x3/3 pooling stage (144x144 grey)",
                 source="thesis Table 6.2", min_size=17, native_size=144, native_channels=1)
 def ndsb2(num_classes: int, in_channels: int, image_size: int = 144, act: str = "rrelu", norm: str = "none",
-          dropout: float = 0.0, width: float = 1.0, pool: str = "avg", init: str = "kaiming-uniform") -> nn.Module:
-    return initialize(NDSBNet(TABLE_6_2, num_classes, in_channels, act, norm, dropout, width, pool), init)
+          dropout: float = 0.0, width: float = 1.0, pool: str = "avg", init: str = "auto") -> nn.Module:
+    model = NDSBNet(TABLE_6_2, num_classes, in_channels, act, norm, dropout, width, pool)
+    return initialize(model, resolve_init(init, norm))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
@@ -57,6 +57,7 @@ class NiN(nn.Module):
 @register_model("nin", "Network in Network: mlpconv blocks + global average pooling (CIFAR-10 layout)",
                 source="thesis Sec. 4.4 (Lin et al. 2014)", min_size=8, native_size=32, native_channels=3)
 def nin(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "none",
-        dropout: float = 0.5, width: float = 1.0, init: str = "kaiming-uniform") -> nn.Module:
-    """Network in Network; no normalization by default (the 2014 network), Kaiming initialization."""
-    return initialize(NiN(num_classes, in_channels, act, norm, dropout, width), init)
+        dropout: float = 0.5, width: float = 1.0, init: str = "auto") -> nn.Module:
+    """Network in Network; no normalization by default (the 2014 network), hence Kaiming initialization."""
+    model = NiN(num_classes, in_channels, act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))

@@ -26,7 +26,8 @@ linear one.
 
 The activation follows each convolution inside the residual branch; the activation after
 the addition must keep the width for the next identity shortcut, so for channel-doubling
-activations (CReLU) ReLU is used there.
+activations (CReLU) ReLU is used there. Weights start from He et al.'s initialization
+(``kaiming-normal``, thesis eq. 5.32).
 """
 from __future__ import annotations
 
@@ -140,11 +141,7 @@ class ResNet(nn.Module):
         x = self.blocks(self.stem(x))
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
-    # --- stochastic depth
-    @property
-    def residual_blocks(self) -> list[ResidualBlock]:
-        return list(self.blocks)
-
+    # --- stochastic depth: one survival probability per residual block, in ``self.blocks`` order
     @property
     def survival_probs(self) -> list[float]:
         return [b.survival_prob for b in self.blocks]

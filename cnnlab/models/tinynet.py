@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import Branches, ClassifierHead, ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
@@ -80,19 +80,22 @@ class TinyNet(nn.Module):
 @register_model("tinynet-a", "TinyNet-A: 7x7/2 stem + 10 (1x1 | 3x3) modules, ~2M params",
                 source="thesis Table 4.6, 4.7", min_size=32, native_size=112, native_channels=3)
 def tinynet_a(num_classes: int, in_channels: int, image_size: int = 112, act: str = "relu", norm: str = "batch",
-              dropout: float = 0.0, width: float = 1.0, init: str = "default") -> nn.Module:
-    return initialize(TinyNet(num_classes, in_channels, "a", act, norm, dropout, width), init)
+              dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
+    model = TinyNet(num_classes, in_channels, "a", act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))
 
 
 @register_model("tinynet-b", "TinyNet(-B): 9x9/4 stem + 10 (1x1 | 3x3) modules, 7.9 MB",
                 source="thesis Table 4.6, 4.7", min_size=32, native_size=224, native_channels=3)
 def tinynet_b(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "batch",
-              dropout: float = 0.0, width: float = 1.0, init: str = "default") -> nn.Module:
-    return initialize(TinyNet(num_classes, in_channels, "b", act, norm, dropout, width), init)
+              dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
+    model = TinyNet(num_classes, in_channels, "b", act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))
 
 
 @register_model("tinynet-cifar", "TinyNet's 28x28 CIFAR subnet of the activation study",
                 source="thesis Table 5.1", min_size=8, native_size=28, native_channels=3)
 def tinynet_cifar(num_classes: int, in_channels: int, image_size: int = 28, act: str = "relu", norm: str = "batch",
-                  dropout: float = 0.0, width: float = 1.0, init: str = "default") -> nn.Module:
-    return initialize(TinyNet(num_classes, in_channels, "cifar", act, norm, dropout, width), init)
+                  dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
+    model = TinyNet(num_classes, in_channels, "cifar", act, norm, dropout, width)
+    return initialize(model, resolve_init(init, norm))

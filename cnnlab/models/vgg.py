@@ -8,11 +8,12 @@ stacked 3x3 layers see a 5x5 field with fewer weights and one more non-linearity
 * ``vgg11/13/16/19`` (A/B/D/E): the ImageNet networks, 224x224 input, classifier
   FC 4096 - FC 4096 - linear with dropout 0.5 on the flattened 7x7x512 map. VGG-16 has
   138M parameters (thesis Table 4.7). No normalization by default, as in the paper; the
-  weights start from Kaiming's initialization (thesis eq. 5.28-5.32), which is what lets
+  weights start from Kaiming's initialization (``init="auto"``, thesis eq. 5.28-5.31), which lets
   these depths train without the layer-wise pre-training of the original (Section 4.2.3).
 * ``vgg11-cifar`` ... ``vgg19-cifar``: the same convolution stacks for 32x32 inputs with
-  batch norm, a global average pool and a 512 - 512 - linear classifier (3 FC layers, so
-  VGG-19 keeps 19 weight layers). Pooling rounds up, so 28x28 (MNIST) works too.
+  batch norm (also on the hidden FC layers), a global average pool and a 512 - 512 - linear
+  classifier (3 FC layers, so VGG-19 keeps 19 weight layers). Pooling rounds up, so 28x28
+  (MNIST) works too.
 * ``vgg19-k3``, ``vgg19-k5``, ``vgg14-mixed``: the efficient-methods paper's CIFAR-10
   experiment ("19 layer using only 3x3 convolution", "19 layer using only 5x5 convolution",
   "14 layer that mixes various convolutions"), with its dropout 0.2 and no normalization
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .init import initialize
+from .init import initialize, resolve_init
 from .layers import ConvNormAct, check_norm, linear_act, out_side, scale_width
 from .registry import register_model
 
@@ -71,8 +72,8 @@ class VGG(nn.Module):
             pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Sequential(
             pool,
-            *linear_act(flat, fc, act, dropout),
-            *linear_act(fc, fc, act, dropout),
+            *linear_act(flat, fc, act, dropout, norm),
+            *linear_act(fc, fc, act, dropout, norm),
             nn.Linear(fc, num_classes),
         )
 
@@ -82,21 +83,21 @@ class VGG(nn.Module):
 
 def _build(layout, head, num_classes, in_channels, image_size, act, norm, dropout, width, init, kernel=3):
     model = VGG(layout, num_classes, in_channels, image_size, head, kernel, act, norm, dropout, width)
-    return initialize(model, init)
+    return initialize(model, resolve_init(init, norm))
 
 
 def _register_imagenet(depth: int, cfg: str, table: str) -> None:
     @register_model(f"vgg{depth}", f"VGG-{depth} (configuration {cfg.upper()}), ImageNet head FC4096-FC4096",
                     source=table, min_size=32, native_size=224, native_channels=3)
     def builder(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "none",
-                dropout: float = 0.5, width: float = 1.0, init: str = "kaiming-uniform") -> nn.Module:
+                dropout: float = 0.5, width: float = 1.0, init: str = "auto") -> nn.Module:
         return _build(CONFIGS[cfg], "imagenet", num_classes, in_channels, image_size, act, norm, dropout, width, init)
 
     @register_model(f"vgg{depth}-cifar", f"VGG-{depth} convolutions with BN for 32x32 inputs, GAP + FC512-FC512",
                     source=f"{table} (CIFAR-sized)", min_size=16, native_size=32, native_channels=3)
     def builder_cifar(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu",
                       norm: str = "batch", dropout: float = 0.5, width: float = 1.0,
-                      init: str = "kaiming-uniform") -> nn.Module:
+                      init: str = "auto") -> nn.Module:
         return _build(CONFIGS[cfg], "cifar", num_classes, in_channels, image_size, act, norm, dropout, width, init)
 
 
@@ -108,19 +109,19 @@ for _depth, _cfg in ((11, "a"), (13, "b"), (16, "d"), (19, "e")):
 @register_model("vgg19-k3", "VGG-19 (16 conv 3x3 + 3 FC) for CIFAR, dropout 0.2, no BN",
                 source="efficient-cnn Sec. VII a, exp. 1", min_size=16, native_size=32, native_channels=3)
 def vgg19_k3(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "none",
-             dropout: float = 0.2, width: float = 1.0, init: str = "kaiming-uniform") -> nn.Module:
+             dropout: float = 0.2, width: float = 1.0, init: str = "auto") -> nn.Module:
     return _build(CONFIGS["e"], "cifar", num_classes, in_channels, image_size, act, norm, dropout, width, init, 3)
 
 
 @register_model("vgg19-k5", "VGG-19 with every convolution 5x5, for CIFAR, dropout 0.2, no BN",
                 source="efficient-cnn Sec. VII a, exp. 2", min_size=16, native_size=32, native_channels=3)
 def vgg19_k5(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "none",
-             dropout: float = 0.2, width: float = 1.0, init: str = "kaiming-uniform") -> nn.Module:
+             dropout: float = 0.2, width: float = 1.0, init: str = "auto") -> nn.Module:
     return _build(CONFIGS["e"], "cifar", num_classes, in_channels, image_size, act, norm, dropout, width, init, 5)
 
 
 @register_model("vgg14-mixed", "14-layer VGG mixing 7x7/5x5/3x3/1x1 convolutions, for CIFAR",
                 source="efficient-cnn Sec. VII a, exp. 3", min_size=16, native_size=32, native_channels=3)
 def vgg14_mixed(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "none",
-                dropout: float = 0.2, width: float = 1.0, init: str = "kaiming-uniform") -> nn.Module:
+                dropout: float = 0.2, width: float = 1.0, init: str = "auto") -> nn.Module:
     return _build(MIXED_14, "cifar", num_classes, in_channels, image_size, act, norm, dropout, width, init)
