@@ -175,7 +175,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models.catalog import print_model_info, print_model_table
 
     if args.info:
-        print_model_info(args.info, args.input, args.num_classes, args.batch_size)
+        print_model_info(args.info, args.input, args.num_classes, args.batch_size, dict(args.model_options or []))
     else:
         print_model_table()
     return 0
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, metavar="CxHxW", help="input shape for --info, e.g. 3x32x32")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("-b", "--batch-size", type=int, default=128, help="batch for peak activation memory")
+    p.add_argument("--model-options", action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE",
+                   help="model options for --info, e.g. groups=2")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="list datasets and whether their files are present")

@@ -66,7 +66,7 @@ ENGINE_KEYS = frozenset({"threads", "progress", "out", "name", "data_dir", "down
                          "eval_batch_size", "save_every"})
 NAME_OK = re.compile(r"^[A-Za-z0-9._+=,-]+$")
 RUNS_DIR, LOGS_DIR, ERRORS_DIR, PLOTS_DIR = "runs", "logs", "errors", "plots"
-SUMMARY, CONFIG, CHECKPOINT, CURVES = "summary.json", "config.yaml", "checkpoint.pt", "curves.png"
+SUMMARY, CONFIG, CHECKPOINT = "summary.json", "config.yaml", "checkpoint.pt"  # as in cnnlab.runs
 
 
 # =========================================================================== metrics
@@ -419,7 +419,7 @@ def parse_spec(data: Any, source: str = "spec", text: str | None = None, path: P
     if "seeds" in data:
         spec.seeds = _seeds(data["seeds"], f"{source}: seeds")
     else:
-        spec.seeds = [int(base.get("seed", 0))]
+        spec.seeds = _seeds([base.get("seed", 0)], f"{source}: base.seed")
 
     budgets = _mapping(data.get("budgets"), f"{source}: budgets")
     for b, over in budgets.items():

@@ -266,7 +266,7 @@ def test_dry_run_prints_plan_and_trains_nothing(tmp_path, capsys):
 def test_smoke_study_end_to_end_on_digits(tmp_path, capsys):
     spec = write_spec(tmp_path, TINY)
     out = tmp_path / "out"
-    assert study.study_main([str(spec), "--budget", "smoke", "--out", str(out)]) == 0
+    assert study.study_main([str(spec), "--budget", "smoke", "--out", str(out), "--threads", "1"]) == 0
     d = out / "studies" / "tiny-smoke"
     printed = capsys.readouterr().out
     assert "| Variant | opt | Test acc (%) | Paper | Δ |" in printed
@@ -292,7 +292,7 @@ def test_smoke_study_end_to_end_on_digits(tmp_path, capsys):
     # re-running a finished study trains nothing and rewrites the same table
     before = (d / "results.csv").read_text()
     mtime = (d / "runs" / "sgd-seed0" / "summary.json").stat().st_mtime_ns
-    assert study.study_main([str(spec), "--budget", "smoke", "--out", str(out)]) == 0
+    assert study.study_main([str(spec), "--budget", "smoke", "--out", str(out), "--threads", "1"]) == 0
     assert (d / "runs" / "sgd-seed0" / "summary.json").stat().st_mtime_ns == mtime
     assert (d / "results.csv").read_text() == before
 
@@ -305,7 +305,7 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        study.run_study(spec, "full", out=tmp_path, log=lambda *a: None, on_epoch=interrupt)
+        study.run_study(spec, "full", out=tmp_path, threads=1, log=lambda *a: None, on_epoch=interrupt)
     runs = tmp_path / "studies" / "resume-full" / "runs"
     assert (runs / "sgd-seed0" / "summary.json").is_file()
     assert (runs / "adam-seed0" / "checkpoint.pt").is_file() and not (runs / "adam-seed0" / "summary.json").exists()
@@ -313,7 +313,7 @@ def test_interrupted_variant_resumes_from_its_checkpoint(tmp_path):
     sgd_mtime = (runs / "sgd-seed0" / "summary.json").stat().st_mtime_ns
 
     seen: list[tuple[str, int]] = []
-    result = study.run_study(spec, "full", out=tmp_path, log=lambda *a: None,
+    result = study.run_study(spec, "full", out=tmp_path, threads=1, log=lambda *a: None,
                              on_epoch=lambda run, row: seen.append((run.variant, row["epoch"])))
     assert seen == [("adam", 2)]  # sgd skipped, adam continued after its first epoch
     assert (runs / "sgd-seed0" / "summary.json").stat().st_mtime_ns == sgd_mtime

@@ -18,7 +18,8 @@ def _act_linear(in_f: int, out_f: int, act: str) -> list[nn.Module]:
     return [nn.Linear(in_f, out_f // mult), make_activation(act, out_f // mult)]
 
 
-@register_model("mlp", "multi-layer perceptron (thesis Section 2.1.4)", source="thesis 2.1.4")
+@register_model("mlp", "multi-layer perceptron (thesis Section 2.1.4)", source="thesis 2.1.4", native_size=28,
+                native_channels=1)
 def mlp(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[int, ...] | str = (256, 128),
         act: str = "relu", dropout: float = 0.0) -> nn.Module:
     if isinstance(hidden, str):
@@ -37,7 +38,7 @@ def mlp(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[
 
 
 @register_model("lenet5", "LeNet-5: conv20-pool-tanh, conv50-pool-tanh, fc500 (thesis Table 4.1)",
-                source="thesis Table 4.1", min_size=16)
+                source="thesis Table 4.1", min_size=16, native_size=28, native_channels=1)
 def lenet5(num_classes: int, in_channels: int, image_size: int = 28, act: str = "tanh",
            dropout: float = 0.0) -> nn.Module:
     mult = channel_multiplier(act)
@@ -75,6 +76,7 @@ class MnistExample(nn.Module):
 
 
 @register_model("mnist-example", "the PyTorch examples repository's MNIST network (reference for benchmarks)",
-                source="pytorch/examples mnist/main.py", min_size=6)
+                source="pytorch/examples mnist/main.py", min_size=6, native_size=28,
+                native_channels=1)
 def mnist_example(num_classes: int, in_channels: int, image_size: int = 28) -> nn.Module:
     return MnistExample(num_classes, in_channels, _side(image_size))

@@ -40,13 +40,9 @@ def print_model_table() -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
 
 
-def print_model_info(name: str, input_shape: str | None, num_classes: int = 10, batch_size: int = 128) -> None:
+def print_model_info(name: str, input_shape: str | None, num_classes: int = 10, batch_size: int = 128,
+                     options: dict | None = None) -> None:
+    from .info import format_report, model_report
+
     c, side = parse_input(input_shape, name)
-    try:
-        from .info import format_report, model_report
-    except ImportError:  # minimal figures until the cost counter is available
-        model = create_model(name, num_classes, c, image_size=side)
-        n = count_parameters(model)
-        print(f"{name} @ {c}x{side}x{side}: {n:,} parameters, {4 * n / 1e6:.2f} MB (fp32)")
-        return
-    print(format_report(model_report(name, c, side, num_classes=num_classes, batch_size=batch_size)))
+    print(format_report(model_report(name, c, side, num_classes=num_classes, batch_size=batch_size, **(options or {}))))

@@ -44,7 +44,8 @@ class FastNet(nn.Module):
 
 
 @register_model("fastnet", "3-stage conv-BN net tuned for time-to-accuracy on small images",
-                source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=4)
+                source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=4, native_size=28,
+                native_channels=1)
 def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 32, 64),
             stem: str = "patch2", act: str = "relu", norm: str = "batch", dropout: float = 0.0,
             head_scale: float = 1.0) -> nn.Module:

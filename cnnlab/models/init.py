@@ -33,7 +33,6 @@ import torch.nn as nn
 from ..errors import CnnlabError
 
 INITS = ("default", "xavier-uniform", "xavier-normal", "kaiming-uniform", "kaiming-normal")
-AUTO = "auto"  # builders' default: see resolve_init
 
 
 def check_init(scheme: str) -> str:

@@ -141,18 +141,6 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(self.pool(x).flatten(1)))
 
 
-def parse_ints(value, option: str) -> tuple[int, ...]:
-    """A tuple of ints from a list/tuple or from a CLI string like ``"16,32"`` / ``"16x32"``."""
-    if isinstance(value, str):
-        value = [v for v in value.replace("x", ",").split(",") if v.strip()]
-    elif isinstance(value, (int, float)):
-        value = [value]
-    try:
-        return tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise CnnlabError(f"model option {option} must be integers like 16,32, got {value!r}") from None
-
-
 def parse_floats(value, option: str) -> tuple[float, ...]:
     """A tuple of floats from a list/tuple or from a CLI string like ``"0.9,0.8"``."""
     if isinstance(value, str):

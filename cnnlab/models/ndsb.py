@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .init import initialize, resolve_init
-from .layers import ClassifierHead, ConvNormAct, check_norm, out_side, scale_width
+from .layers import ClassifierHead, ConvNormAct, check_norm, scale_width
 from .registry import register_model
 
 # ("conv", filters, kernel) | ("pool", kernel, stride): Table 6.1 / Table 6.2 rows
@@ -49,14 +49,6 @@ class NDSBNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
-
-
-def feature_side(layout: list, image_size: int) -> int:
-    side = image_size
-    for kind, a, b in layout:
-        if kind == "pool":
-            side = out_side(side, a, b, 1 if b == 2 else 0)
-    return side
 
 
 @register_model("ndsb1", "NDSB network 1: 5x5 conv + max-depth stages of 3x3 convs, RReLU (128x128 grey)",

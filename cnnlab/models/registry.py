@@ -48,13 +48,13 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
     if "image_size" in options and options["image_size"] is not None:
         check_input_size(name, int(options["image_size"]))
     params = inspect.signature(builder).parameters
+    init = options.pop("init", None) if "init" not in params else None  # applied after building
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        allowed = [k for k in params if k not in ("num_classes", "in_channels")]
+        allowed = [k for k in params if k not in ("num_classes", "in_channels")] + ["init"]
         bad = [k for k in options if k not in allowed]
         if bad:
             raise CnnlabError(f"model {name!r} has no option {', '.join(map(repr, bad))} "
                               f"(its options: {', '.join(allowed) or 'none'})")
-    init = options.pop("init", None) if "init" not in params else None
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels, **options)
     except (TypeError, ValueError) as e:
