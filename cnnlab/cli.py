@@ -29,6 +29,7 @@ FIELD_HELP = {
     "strict": "folder dataset: fail on the first unreadable image instead of skipping it",
     "data_options": "extra dataset options, KEY=VALUE (repeatable)",
     "train_subset": "train on the first N training images only",
+    "test_subset": "evaluate on the first N test images only",
     "model": "model name (see `cnnlab models`)",
     "act": "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)",
     "norm": "normalization: batch, lrn or none",

@@ -32,6 +32,7 @@ class TrainConfig:
     strict: bool = False  # folder: fail on an unreadable image instead of skipping it
     data_options: dict[str, Any] = field(default_factory=dict)  # extra dataset options
     train_subset: int | None = None  # use only the first N training images (smoke runs)
+    test_subset: int | None = None  # evaluate on the first N test images only (smoke runs)
     # model
     model: str = "fastnet"
     act: str | None = None  # activation name passed to the model builder, if set
@@ -143,6 +144,7 @@ class TrainConfig:
         need(self.image_size is None or self.image_size >= 4, f"image_size must be >= 4, got {self.image_size}")
         need(self.eval_every >= 1 and self.save_every >= 1, "eval_every and save_every must be >= 1")
         need(self.train_subset is None or self.train_subset >= 1, "train_subset must be >= 1")
+        need(self.test_subset is None or self.test_subset >= 1, "test_subset must be >= 1")
         for k in ("crop_padding", "cutout"):
             need(getattr(self, k) >= 0, f"{k} must be >= 0")
         for k in ("translate", "scale", "noise", "salt_pepper"):

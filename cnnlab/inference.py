@@ -65,7 +65,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
 
     run = load_run(run_dir, device)
     cfg = run.config.replace(data=data or run.config.data, data_dir=data_dir or run.config.data_dir,
-                             train_subset=None)
+                             train_subset=None, test_subset=None)
     ds = prepare_data(cfg)
     want = (run.meta["in_channels"], run.meta["image_size"])
     got = (ds.in_channels, ds.image_size[0])

@@ -71,8 +71,36 @@ def check_run_dir(path: str | Path) -> Path:
     return p
 
 
+def switch_epoch(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the Adam->SGD switch (``adam-sgd-switch``) fired, from a run's per-epoch rows.
+
+    ``None`` when no row says ``switched`` (another optimizer, or the switch never fired).
+    Otherwise ``{"epoch": E, "x": X, "step": N, "sgd_lr": L}``: the switch came after optimizer
+    step N (``switch_step``), which falls in epoch E (1-based, the first row that reports the
+    switch); X is that point on an epoch axis whose point e is the end of epoch e:
+    ``X = E - 1 + (N - S[E-1]) / (S[E] - S[E-1])`` with S[e] the step count at the end of epoch e
+    (the rows' ``step``), so X = E when it fired after the last step of epoch E; L is the learned
+    SGD rate (``sgd_lr``, Lambda).
+    """
+    prev_step = 0
+    for r in rows:
+        if r.get("switched") and r.get("switch_step") is not None:
+            n, end, e = int(r["switch_step"]), r.get("step"), int(r["epoch"])
+            x = float(e)
+            if end is not None and end > prev_step:
+                x = e - 1 + min(max((n - prev_step) / (end - prev_step), 0.0), 1.0)
+            return {"epoch": e, "x": x, "step": n, "sgd_lr": r.get("sgd_lr")}
+        prev_step = r.get("step") or prev_step
+    return None
+
+
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch (train and test) side by side."""
+    """Loss, accuracy (train and test) and, when logged, the learning rate per epoch, side by side.
+
+    For an ``adam-sgd-switch`` run that switched, every panel gets a vertical line where the
+    switch fired (:func:`switch_epoch`) and the rate panel also shows the SGD rate after it
+    (``sgd_lr_now``; the logged ``lr`` stays Adam's alpha times the schedule).
+    """
     if not rows:
         return
     import matplotlib
@@ -80,21 +108,36 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("test_loss", "test")):
-        pts = [(e, r[key]) for e, r in zip(epochs, rows) if r.get(key) is not None]
-        if pts:
-            ax_loss.plot(*zip(*pts), marker="o", label=label)
-    for key, label in (("train_acc", "train"), ("test_acc", "test")):
-        pts = [(e, 100 * r[key]) for e, r in zip(epochs, rows) if r.get(key) is not None]
-        if pts:
-            ax_acc.plot(*zip(*pts), marker="o", label=label)
+    def series(key: str, scale: float = 1.0) -> list[tuple[float, float]]:
+        return [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
+
+    has_lr = bool(series("lr"))
+    fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14, 4) if has_lr else (10, 4),
+                             gridspec_kw={"width_ratios": [1, 1, 0.7] if has_lr else [1, 1]})
+    ax_loss, ax_acc = axes[0], axes[1]
+    for ax, scale, keys in ((ax_loss, 1, ("train_loss", "test_loss")), (ax_acc, 100, ("train_acc", "test_acc"))):
+        for key in keys:
+            if pts := series(key, scale):
+                ax.plot(*zip(*pts), marker="o", label=key.split("_")[0])  # "train" / "test"
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    if has_lr:
+        ax_lr = axes[2]
+        ax_lr.plot(*zip(*series("lr")), marker=".", label="lr")
+        if pts := series("sgd_lr_now"):
+            ax_lr.plot(*zip(*pts), marker=".", label="SGD lr after switch")
+        values = [y for k in ("lr", "sgd_lr_now") for _, y in series(k)]
+        if min(values) > 0 and max(values) / min(values) > 50:
+            ax_lr.set_yscale("log")
+        ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate (end of epoch)")
+    sw = switch_epoch(rows)
+    for i, ax in enumerate(axes):
+        if sw is not None:
+            lr = f", lr {sw['sgd_lr']:.3g}" if sw["sgd_lr"] is not None else ""
+            ax.axvline(sw["x"], color="tab:red", linestyle="--", linewidth=1,
+                       label=f"Adam→SGD switch (step {sw['step']}{lr})" if i == 0 else None)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -53,7 +53,7 @@ DEFAULT_BUDGET = "small"
 # Built-in scaling of each budget: upper limits applied to every run unless the spec's
 # ``budgets.<budget>`` (or ``--set``) names the key itself. ``full`` is the spec as written.
 BUDGET_CAPS: dict[str, dict[str, float]] = {
-    "smoke": {"epochs": 1, "train_subset": 512},
+    "smoke": {"epochs": 1, "train_subset": 512, "test_subset": 512},
     "small": {"epochs": 3, "train_subset": 10000},
     "full": {},
 }

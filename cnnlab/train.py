@@ -101,6 +101,9 @@ def prepare_data(cfg: TrainConfig) -> ArrayDataset:
     if cfg.train_subset is not None and cfg.train_subset < len(ds.train_labels):
         ds.train_images = ds.train_images[: cfg.train_subset]
         ds.train_labels = ds.train_labels[: cfg.train_subset]
+    if cfg.test_subset is not None and cfg.test_subset < len(ds.test_labels):
+        ds.test_images = ds.test_images[: cfg.test_subset]
+        ds.test_labels = ds.test_labels[: cfg.test_subset]
     return ds
 
 

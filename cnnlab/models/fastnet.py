@@ -1,9 +1,12 @@
 """fastnet: the network tuned for time-to-accuracy on small images (MNIST, digits, CIFAR-sized).
 
-Design (after airbench's lessons, measured in ``benchmarks/mnist_time_to_accuracy.py``):
-few wide-enough 3x3 conv stages, each conv-BN-activation then 2x2 max pooling, so most
-compute happens at low resolution; no bias before BN; a global max-pool head with a
-scaled linear classifier. BN makes high learning rates with one-cycle schedules stable.
+Design, measured with ``benchmarks/mnist_time_to_accuracy.py`` on a 2-core CPU:
+a 2x2 stride-2 "patch" stem (as airbench's) halves the resolution at once, because on
+CPU the full-resolution BN/activation/pooling passes cost more than the convolutions;
+then 3x3 conv-BN-activation stages with 2x2 max pooling between them, so most compute
+happens at low resolution; no bias before BN; a global max-pool head. BN makes the
+high learning rate of the one-cycle schedule stable. The default widths (32, 48, 64, 96)
+reach 99.0% MNIST test accuracy in 1.5 epochs; four stages beat three of the same cost.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from .registry import register_model
 
 
 class FastNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...] = (32, 32, 64),
+    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...] = (32, 48, 64, 96),
                  stem: str = "patch2", act: str = "relu", norm: str = "batch", dropout: float = 0.0,
                  head_scale: float = 1.0):
         super().__init__()
@@ -44,9 +47,9 @@ class FastNet(nn.Module):
 
 
 @register_model("fastnet", "3-stage conv-BN net tuned for time-to-accuracy on small images",
-                source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=4, native_size=28,
+                source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=8, native_size=28,
                 native_channels=1)
-def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 32, 64),
+def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 48, 64, 96),
             stem: str = "patch2", act: str = "relu", norm: str = "batch", dropout: float = 0.0,
             head_scale: float = 1.0) -> nn.Module:
     if isinstance(widths, str):
