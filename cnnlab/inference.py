@@ -85,36 +85,58 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
     return m
 
 
-def collect_images(paths: list[str]) -> list[Path]:
-    """Expand folders (recursively) into image files; a missing path is an error naming it."""
+def collect_images(paths: list[str]) -> list[tuple[Path, bool]]:
+    """Expand folders (recursively) into image files, each paired with "named explicitly by the user".
+
+    A missing path is an error naming it.
+    """
     from .data.folder import IMAGE_EXTENSIONS
 
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
             if not found:
                 raise CnnlabError(f"{p}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            files += found
+            files += [(f, False) for f in found]
         elif p.is_file():
-            files.append(p)
+            files.append((p, True))
         else:
             raise CnnlabError(f"{p}: no such file or folder")
     return files
 
 
+def read_images(files: list[tuple[Path, bool]], size: int, channels: int) -> tuple[list[Path], torch.Tensor]:
+    """Decode images as the training data was; an unreadable file found in a folder is skipped with a
+    warning naming it, one the user named explicitly is an error."""
+    import warnings
+
+    from .data.folder import load_image
+
+    kept, images = [], []
+    for f, explicit in files:
+        try:
+            images.append(load_image(f, size, channels))
+        except CnnlabError as e:
+            if explicit:
+                raise
+            warnings.warn(f"skipped {e}")
+            continue
+        kept.append(f)
+    if not images:
+        raise CnnlabError("no readable images among the given paths")
+    return kept, torch.stack(images)
+
+
 def predict_files(run_dir: str | Path, paths: list[str], top_k: int = 5, tta: str = "none", device: str = "auto",
                   as_json: bool = False) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, preprocessed exactly as the run's training data."""
-    from .data.folder import load_image
     from .train import predict_probs
 
     if top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {top_k}")
     run = load_run(run_dir, device)
-    files = collect_images(paths)
-    size, channels = run.meta["image_size"], run.meta["in_channels"]
-    images = torch.stack([load_image(f, size, channels) for f in files])
+    files, images = read_images(collect_images(paths), run.meta["image_size"], run.meta["in_channels"])
     probs = predict_probs(run.model, images, run.meta["mean"], run.meta["std"], run.device, run.precision,
                           run.config.channels_last, tta)
     classes = run.meta["classes"]

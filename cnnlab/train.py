@@ -211,7 +211,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
     run_dir, resuming = _prepare_run_dir(cfg, resume)
     if resume and (run_dir / runs.SUMMARY).exists():
         return runs.read_json(run_dir / runs.SUMMARY)
-    log = print if cfg.progress else (lambda *a, **k: None)
+    log = print if cfg.progress else (lambda *a, **k: None)  # per-epoch lines; start and end always print
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -274,7 +274,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
             "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data,
             "classes": ds.classes, "in_channels": c, "image_size": h, "mean": list(ds.mean), "std": list(ds.std)})
     params = count_parameters(model)
-    log(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.opt} lr {cfg.lr}, {cfg.sched}; "
+    print(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.opt} lr {cfg.lr}, {cfg.sched}; "
         f"{device.type} {precision}{' channels-last' if cfg.channels_last else ''}; run folder {run_dir}")
 
     target = cfg.target_fraction()
@@ -308,7 +308,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
         raise CnnlabError(f"interrupted after epoch {state.epoch}; continue with: cnnlab train --resume {run_dir}") from None
 
     summary = finish_run(run_dir, cfg, ds, eval_model, state, device, precision, params)
-    log(f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%) "
+    print(f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%) "
         f"in {summary['train_seconds']:.1f}s of training, {summary['images_per_second']:.0f} images/s -> {run_dir}")
     return summary
 

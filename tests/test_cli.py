@@ -131,3 +131,15 @@ def test_models_and_datasets_listings():
     assert r.returncode == 0
     for name in ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "folder", "synthetic"):
         assert name in r.stdout
+
+
+def test_predict_skips_unreadable_images_found_in_folders(trained_run, tmp_path):
+    from cnnlab.data import load_dataset
+
+    ds = load_dataset("synthetic")
+    Image.fromarray(ds.test_images[0, 0].numpy()).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_text("not an image")
+    r = cnnlab("predict", trained_run, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "good.png" in r.stdout and "broken.png" not in r.stdout
+    assert "warning: skipped" in r.stderr and "broken.png" in r.stderr
