@@ -107,6 +107,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     def series(key: str, scale: float = 1.0) -> list[tuple[float, float]]:
         return [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
@@ -136,6 +137,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
             lr = f", lr {sw['sgd_lr']:.3g}" if sw["sgd_lr"] is not None else ""
             ax.axvline(sw["x"], color="tab:red", linestyle="--", linewidth=1,
                        label=f"Adam→SGD switch (step {sw['step']}{lr})" if i == 0 else None)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
