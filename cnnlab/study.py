@@ -47,6 +47,7 @@ import yaml
 
 from .config import TrainConfig
 from .errors import CnnlabError
+from .runs import switch_epoch
 
 BUDGETS = ("smoke", "small", "full")
 DEFAULT_BUDGET = "small"
@@ -147,6 +148,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     _m("params", "Params", _S("params"), _num, "", 0),
     _m("epochs", "Epochs", _S("epochs"), _num, "", 0),
     _m("lr", "Final lr", lambda s, r: _last(r, "lr"), _num, "", 5, "lr"),
+    # the Adam->SGD switch (SADIE Sec. 3.3): where it fired and the learned SGD rate Lambda
+    _m("switch_epoch", "Switch epoch", lambda s, r: (switch_epoch(r) or {}).get("epoch"), _num, "", 0),
+    _m("switch_step", "Switch step", lambda s, r: _last(r, "switch_step"), _num, "", 0),
+    _m("sgd_lr", "Learned SGD lr", lambda s, r: _last(r, "sgd_lr"), _num, "", 4, "sgd_lr_now"),
 )}
 CURVE_METRICS = [k for k, m in METRICS.items() if m.per_epoch and k != "train_seconds"]
 CURVE_X = {"epoch": "epoch", "step": "optimizer step", "elapsed": "training seconds"}
