@@ -244,12 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="also look for files here")
     p.set_defaults(func=cmd_datasets)
 
-    try:
-        from .study import add_study_parser
-    except ImportError:  # the study runner arrives with its own module
-        pass
-    else:
-        add_study_parser(sub)
+    from .study import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

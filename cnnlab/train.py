@@ -89,6 +89,8 @@ def prepare_data(cfg: TrainConfig) -> ArrayDataset:
     """Load the configured dataset once, then resize / convert channels if the config asks for it."""
     spec = DATASETS.get(cfg.data)
     accepted = inspect.signature(spec.load).parameters
+    # The run's seed picks the folder dataset's validation split (as in a seeded random split),
+    # but never regenerates `synthetic`, whose images stay fixed across seeds.
     wanted = {"size": cfg.image_size, "channels": cfg.channels, "val_split": cfg.val_split,
               "strict": cfg.strict, "seed": cfg.seed if cfg.data == "folder" else None}
     options = {k: v for k, v in wanted.items() if v is not None and k in accepted}
