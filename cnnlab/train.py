@@ -29,6 +29,7 @@ from .data import ArrayDataset, load_dataset
 from .data.augment import AugmentConfig, predict_tta
 from .data.base import DATASETS
 from .data.loader import BatchLoader, to_model_input
+from .distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown
 from .errors import CnnlabError
 from .models import count_parameters, create_model
 from .models.registry import model_size_mb
@@ -187,17 +188,26 @@ class TrainState:
         self.rows: list[dict[str, Any]] = []
 
 
-def _prepare_run_dir(cfg: TrainConfig, resume: bool) -> tuple[Path, bool]:
-    """Create or reopen the run folder; never overwrite a run by accident."""
+def _prepare_run_dir(cfg: TrainConfig, resume: bool, dist_info: DistInfo) -> tuple[Path, bool]:
+    """Create or reopen the run folder; never overwrite a run by accident.
+
+    Under DDP process 0 decides (name, existence) and tells the others, so a refusal
+    stops every process instead of leaving them waiting for each other.
+    """
     if cfg.name is None:
-        cfg.name = runs.default_run_name(cfg.data, cfg.model)
+        cfg.name = broadcast_object(runs.default_run_name(cfg.data, cfg.model), dist_info)
     run_dir = Path(cfg.out) / cfg.name
-    has_ckpt = (run_dir / runs.CHECKPOINT).exists()
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise CnnlabError(f"{run_dir}: run folder already exists; continue it with --resume {run_dir} "
-                          f"or choose another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, resume and has_ckpt
+    error = None
+    if dist_info.is_main:
+        if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+            error = (f"{run_dir}: run folder already exists; continue it with --resume {run_dir} "
+                     f"or choose another --name")
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    error = broadcast_object(error, dist_info)
+    if error:
+        raise CnnlabError(error)
+    return run_dir, resume and (run_dir / runs.CHECKPOINT).exists()
 
 
 def train(config: TrainConfig | dict, resume: bool = False,
@@ -210,14 +220,30 @@ def train(config: TrainConfig | dict, resume: bool = False,
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
-    run_dir, resuming = _prepare_run_dir(cfg, resume)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    try:
+        summary = _train(cfg, resume, on_epoch, device, dist_info)
+    except BaseException:
+        shutdown(dist_info, clean=False)
+        raise
+    shutdown(dist_info)
+    return summary
+
+
+def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    run_dir, resuming = _prepare_run_dir(cfg, resume, dist_info)
     if resume and (run_dir / runs.SUMMARY).exists():
         return runs.read_json(run_dir / runs.SUMMARY)
-    log = print if cfg.progress else (lambda *a, **k: None)  # per-epoch lines; start and end always print
+    main = dist_info.is_main
+    say = print if main else (lambda *a, **k: None)  # start and end lines
+    log = say if cfg.progress else (lambda *a, **k: None)  # per-epoch lines
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     if precision == "fp16" and device.type == "cpu":
         raise CnnlabError("--precision fp16 is not supported on CPU (use bf16, fp32 or auto)")
@@ -235,7 +261,8 @@ def train(config: TrainConfig | dict, resume: bool = False,
     flip = ds.flip_ok if cfg.flip is None else cfg.flip
     augment = AugmentConfig.from_config(cfg, flip=flip)
     loader = BatchLoader(ds.train_images, ds.train_labels, cfg.batch_size, ds.mean, ds.std, device,
-                         shuffle=True, augment=augment, channels_last=cfg.channels_last)
+                         shuffle=True, augment=augment, channels_last=cfg.channels_last,
+                         rank=dist_info.rank, world_size=dist_info.world_size)
     steps_per_epoch = len(loader)
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -253,7 +280,13 @@ def train(config: TrainConfig | dict, resume: bool = False,
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = model
+    if dist_info.enabled:  # gradients are averaged across processes after every backward pass
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
 
     state = TrainState()
     if resuming:
@@ -269,15 +302,16 @@ def train(config: TrainConfig | dict, resume: bool = False,
             setattr(state, k, ckpt["state"][k])
         state.rows = [r for r in runs.read_metrics(run_dir) if r["epoch"] <= state.epoch]
         set_rng_state(ckpt["rng"])
-        log(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
-    else:
+        say(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
+    elif main:
         cfg.to_yaml(run_dir / runs.CONFIG)
         runs.write_json(run_dir / runs.META, {
             "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data,
             "classes": ds.classes, "in_channels": c, "image_size": h, "mean": list(ds.mean), "std": list(ds.std)})
     params = count_parameters(model)
-    print(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.opt} lr {cfg.lr}, {cfg.sched}; "
-        f"{device.type} {precision}{' channels-last' if cfg.channels_last else ''}; run folder {run_dir}")
+    ddp = f"; DDP x{dist_info.world_size} (global batch {loader.global_batch})" if dist_info.enabled else ""
+    say(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.opt} lr {cfg.lr}, {cfg.sched}; "
+        f"{device.type} {precision}{' channels-last' if cfg.channels_last else ''}{ddp}; run folder {run_dir}")
 
     target = cfg.target_fraction()
     eval_model = ema.module if ema is not None else model
@@ -286,7 +320,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
             epoch = state.epoch + 1
             steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
             row = train_one_epoch(train_model, loader, optimizer, scheduler, scaler, ema, cfg, device, precision,
-                                  epoch, steps_this_epoch, state)
+                                  epoch, steps_this_epoch, state, dist_info)
             if epoch % cfg.eval_every == 0 or epoch == num_epochs or target is not None:
                 probs = predict_probs(eval_model, ds.test_images, ds.mean, ds.std, device, precision,
                                       cfg.channels_last, cfg.tta, cfg.eval_batch_size)
@@ -300,17 +334,21 @@ def train(config: TrainConfig | dict, resume: bool = False,
                 scheduler.observe(row["train_loss"])
             state.rows.append(row)
             state.epoch = epoch
-            if epoch % cfg.save_every == 0 or epoch == num_epochs or state.reached_target_at:
-                save_checkpoint(_checkpoint(model, optimizer, scheduler, ema, scaler, state, cfg), run_dir / runs.CHECKPOINT)
-            runs.write_metrics(run_dir, state.rows)
+            if main:
+                if epoch % cfg.save_every == 0 or epoch == num_epochs or state.reached_target_at:
+                    save_checkpoint(_checkpoint(model, optimizer, scheduler, ema, scaler, state, cfg),
+                                    run_dir / runs.CHECKPOINT)
+                runs.write_metrics(run_dir, state.rows)
             log(_epoch_line(row, num_epochs))
-            if on_epoch is not None:
+            if on_epoch is not None and main:
                 on_epoch(row)
     except KeyboardInterrupt:
         raise CnnlabError(f"interrupted after epoch {state.epoch}; continue with: cnnlab train --resume {run_dir}") from None
 
-    summary = finish_run(run_dir, cfg, ds, eval_model, state, device, precision, params)
-    print(f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%) "
+    summary = finish_run(run_dir, cfg, ds, eval_model, state, device, precision, params, dist_info.world_size) \
+        if main else None
+    summary = broadcast_object(summary, dist_info)
+    say(f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%) "
         f"in {summary['train_seconds']:.1f}s of training, {summary['images_per_second']:.0f} images/s -> {run_dir}")
     return summary
 
@@ -330,12 +368,13 @@ def check_model_input(model: torch.nn.Module, name: str, channels: int, side: in
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, ema, cfg: TrainConfig, device: torch.device,
-                    precision: str, epoch: int, steps: int, state: TrainState) -> dict[str, Any]:
+                    precision: str, epoch: int, steps: int, state: TrainState,
+                    dist_info: DistInfo = DistInfo()) -> dict[str, Any]:
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = _progress(steps, epoch, cfg.progress)
+    bar = _progress(steps, epoch, cfg.progress and dist_info.is_main)
     start = time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if i >= steps:
@@ -373,6 +412,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, ema, cfg: Train
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    if dist_info.enabled:  # epoch figures over all processes
+        totals = all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                             torch.tensor(float(seen), device=device)]), dist_info)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
     state.train_seconds += seconds
     state.images_seen += seen
     return {"epoch": epoch, "step": state.step, "train_loss": loss_sum.item() / max(seen, 1),
@@ -411,7 +454,7 @@ def _checkpoint(model, optimizer, scheduler, ema, scaler, state: TrainState, cfg
 
 
 def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, model, state: TrainState, device, precision: str,
-               params: int) -> dict[str, Any]:
+               params: int, world_size: int = 1) -> dict[str, Any]:
     """Final evaluation with all metrics, plots, weights and summary.json (written last)."""
     from .metrics import evaluate_predictions, plot_confusion
 
@@ -429,7 +472,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, model, state: 
         "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
         "reached_target": state.reached_target_at,
         "model": cfg.model, "dataset": cfg.data, "params": params, "size_mb": model_size_mb(model),
-        "dtype": precision, "device": str(device), "tta": cfg.tta, "seed": cfg.seed, "run_dir": str(run_dir),
+        "dtype": precision, "device": str(device), "world_size": world_size, "tta": cfg.tta, "seed": cfg.seed, "run_dir": str(run_dir),
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
     return summary

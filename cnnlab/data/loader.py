@@ -36,7 +36,7 @@ class BatchLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  device: torch.device | str = "cpu", shuffle: bool = True, augment: AugmentConfig | None = None,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -47,20 +47,24 @@ class BatchLoader:
         shape = (1, -1, 1, 1)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(shape)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device).view(shape)
-        n, b = len(self.labels), self.batch_size
-        self.num_samples = n - 1 if (shuffle and n % b == 1 and n > 1) else n
+        # Data-parallel: each global batch of batch_size * world_size images is dealt out
+        # round-robin, process `rank` taking every world_size-th one (cnnlab.distributed).
+        self.rank, self.world_size = rank, world_size
+        self.global_batch = self.batch_size * world_size
+        n = len(self.labels)
+        tail = n % self.global_batch
+        # drop a last batch that would leave some process fewer than 2 images (batch norm needs 2)
+        self.num_samples = n - tail if (shuffle and 0 < tail < 2 * world_size and n > tail) else n
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        return math.ceil(self.num_samples / self.global_batch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        order = torch.randperm(n, device=self.device) if self.shuffle else None
-        for start in range(0, self.num_samples, self.batch_size):
-            end = min(start + self.batch_size, self.num_samples)
-            if order is None:
-                x, y = self.images[start:end], self.labels[start:end]
-            else:
-                idx = order[start:end]
-                x, y = self.images[idx], self.labels[idx]
+        order = torch.randperm(n, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        for start in range(0, self.num_samples, self.global_batch):
+            idx = order[start:min(start + self.global_batch, self.num_samples)]
+            if self.world_size > 1:
+                idx = idx[self.rank::self.world_size]
+            x, y = self.images[idx], self.labels[idx]
             yield to_model_input(x, self.mean, self.std, self.channels_last, self.augment), y
