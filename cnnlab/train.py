@@ -232,6 +232,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
 
 
 def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
+    """The recipe itself; runs once per process (one process unless launched by torchrun)."""
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
