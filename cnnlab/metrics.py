@@ -109,21 +109,29 @@ def _log_probabilities(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
-def to_probabilities(logits_or_probs: Any) -> np.ndarray:
-    """Class probabilities [N, C] as float64: rows that already are probabilities pass through, logits get softmax."""
+def _scores_matrix(logits_or_probs: Any) -> np.ndarray:
+    """Scores as a float64 [N, C] array, or a clear error."""
     s = _as_numpy(logits_or_probs, "logits_or_probs").astype(np.float64)
     if s.ndim != 2:
         raise CnnlabError(f"logits_or_probs: expected shape [N, C], got {tuple(s.shape)}")
+    return s
+
+
+def _scores_and_labels(logits_or_probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = _scores_matrix(logits_or_probs)
+    return s, _check_labels(labels, s.shape[1], len(s))
+
+
+def to_probabilities(logits_or_probs: Any) -> np.ndarray:
+    """Class probabilities [N, C] as float64: rows that already are probabilities pass through, logits get softmax."""
+    s = _scores_matrix(logits_or_probs)
     return s if looks_like_probabilities(s) else np.exp(_log_probabilities(s))
 
 
 # --------------------------------------------------------------------------- metrics
 def accuracy(logits_or_probs: Any, labels: Any) -> float:
     """Fraction of samples whose highest-scoring class is the label (ties: lowest index wins)."""
-    s = _as_numpy(logits_or_probs, "logits_or_probs")
-    if s.ndim != 2:
-        raise CnnlabError(f"logits_or_probs: expected shape [N, C], got {tuple(s.shape)}")
-    y = _check_labels(labels, s.shape[1], len(s))
+    s, y = _scores_and_labels(logits_or_probs, labels)
     return float((s.argmax(1) == y).mean()) if len(y) else 0.0
 
 
@@ -136,10 +144,7 @@ def top_k_accuracy(logits_or_probs: Any, labels: Any, k: int = 5) -> float:
     """
     if k < 1:
         raise CnnlabError(f"k: top-k accuracy needs k >= 1, got {k}")
-    s = _as_numpy(logits_or_probs, "logits_or_probs").astype(np.float64)
-    if s.ndim != 2:
-        raise CnnlabError(f"logits_or_probs: expected shape [N, C], got {tuple(s.shape)}")
-    y = _check_labels(labels, s.shape[1], len(s))
+    s, y = _scores_and_labels(logits_or_probs, labels)
     if not len(y):
         return 0.0
     k = min(k, s.shape[1])
@@ -156,10 +161,7 @@ def log_loss(logits_or_probs: Any, labels: Any) -> float:
     infinity. For logits the log-softmax is computed directly (no precision is
     lost through exp/log) and clipped at log(1e-12) to match.
     """
-    s = _as_numpy(logits_or_probs, "logits_or_probs").astype(np.float64)
-    if s.ndim != 2:
-        raise CnnlabError(f"logits_or_probs: expected shape [N, C], got {tuple(s.shape)}")
-    y = _check_labels(labels, s.shape[1], len(s))
+    s, y = _scores_and_labels(logits_or_probs, labels)
     if not len(y):
         return 0.0
     logp = np.maximum(_log_probabilities(s)[np.arange(len(y)), y], np.log(PROB_CLIP))

@@ -33,15 +33,6 @@ REPRESENTATIVE = ["lenet5", "alexnet-grouped", "vgg11-cifar", "nin", "inception-
                   "resnet50", "mobilenet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and immune to other processes competing for the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def registered(key: str) -> str:
     return key.replace("-grouped", "")
 

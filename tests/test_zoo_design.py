@@ -16,14 +16,6 @@ from cnnlab.models.maxdepth import is_feasible, max_depth_layout, relaxed_max_de
 from cnnlab.models.resnet import ResidualBlock, linear_decay
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def convs(model):
     return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
