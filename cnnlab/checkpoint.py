@@ -2,42 +2,20 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only, so
 ``torch.load(weights_only=True)`` can read it; final weights also go to a
-``.safetensors`` file for deployment. Every write goes to a temporary file in the
-same folder, is flushed to disk, then renamed over the old file: a crash never
-leaves a half-written checkpoint in place of a good one.
+``.safetensors`` file for deployment. Both are written atomically (:mod:`cnnlab.files`):
+a crash never leaves a half-written checkpoint in place of a good one.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .errors import CnnlabError
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then atomically rename the temporary file to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text))
+from .files import atomic_write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -6,79 +6,14 @@ Every subcommand is a thin layer over a plain Python call. User mistakes raise
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-import yaml
 
-from .config import PRECISIONS, TTA_MODES, TrainConfig
+from .config import (DEVICES, FIELDS, RESUME_OVERRIDABLE, SECTIONS, TTA_MODES, TrainConfig, field_default,
+                     parse_key_value)
 from .errors import CnnlabError
-
-# Help for each TrainConfig field that becomes a `cnnlab train` flag (flags are generated from
-# the dataclass, so a new config field is a new flag; the help text lives here).
-FIELD_HELP = {
-    "data": "dataset name (see `cnnlab datasets`)",
-    "data_dir": "folder holding the dataset's files (for `folder`: the image root, one sub-folder per class)",
-    "download": "download missing dataset files into the cache",
-    "image_size": "resize images to this square side once at load time",
-    "channels": "1 = grey, 3 = RGB (converted once at load time)",
-    "val_split": "folder dataset: fraction of images held out for evaluation",
-    "strict": "folder dataset: fail on the first unreadable image instead of skipping it",
-    "data_options": "extra dataset options, KEY=VALUE (repeatable)",
-    "train_subset": "train on the first N training images only",
-    "test_subset": "evaluate on the first N test images only",
-    "model": "model name (see `cnnlab models`)",
-    "act": "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)",
-    "norm": "normalization: batch, lrn or none",
-    "init": "weight initialization: default, xavier-uniform, xavier-normal, kaiming-uniform, kaiming-normal",
-    "dropout": "dropout probability where the model places dropout",
-    "model_options": "extra model options, KEY=VALUE (repeatable), e.g. widths=16,32",
-    "epochs": "epochs to train (fractions allowed)",
-    "batch_size": "mini-batch size",
-    "opt": "optimizer: sgd, adam, adamw, rmsprop, adagrad, adadelta, ...",
-    "lr": "base learning rate",
-    "momentum": "momentum (SGD, RMSprop, LARS)",
-    "nesterov": "Nesterov momentum for SGD (thesis eq. 2.16-2.17)",
-    "weight_decay": "L2 weight decay lambda (thesis eq. 2.20-2.22)",
-    "decay_norm_bias": "also decay biases and normalization parameters",
-    "opt_options": "extra optimizer options, KEY=VALUE (repeatable), e.g. betas=[0.9,0.99]",
-    "sched": "learning-rate schedule: constant, step, multistep, exponential, cosine, linear, onecycle, ...",
-    "warmup_epochs": "linear learning-rate warm-up length in epochs",
-    "sched_options": "extra schedule options, KEY=VALUE (repeatable), e.g. gamma=0.7",
-    "label_smoothing": "label smoothing of the cross-entropy target",
-    "clip_grad": "clip the gradient norm to this value",
-    "ema": "keep an exponential moving average of the weights with this decay and evaluate it",
-    "crop_padding": "augment: random crop after zero padding by this many pixels",
-    "flip": "augment: random horizontal flips (default: on where label-preserving)",
-    "translate": "augment: random translation, max fraction of the side",
-    "rotate": "augment: random rotation, max degrees",
-    "scale": "augment: random scaling, max relative change",
-    "noise": "augment: Gaussian noise std (pixel range 0..1)",
-    "salt_pepper": "augment: fraction of pixels set to black or white",
-    "cutout": "augment: zero a random square of this side",
-    "tta": f"test-time augmentation: {', '.join(TTA_MODES)}",
-    "precision": f"numeric precision: {', '.join(PRECISIONS)} (auto = fastest correct on this machine)",
-    "channels_last": "channels-last memory format",
-    "compile": "torch.compile the model (slow start, faster steps)",
-    "device": "auto, cpu or cuda",
-    "threads": "CPU threads for torch",
-    "seed": "random seed",
-    "deterministic": "use deterministic algorithms only",
-    "target_acc": "stop when test accuracy reaches this (percent or fraction)",
-    "eval_every": "evaluate every N epochs",
-    "eval_batch_size": "batch size for evaluation",
-    "out": "parent folder of run folders",
-    "name": "run folder name (default: <data>-<model>-<time>)",
-    "save_every": "write a checkpoint every N epochs",
-    "progress": "progress bar and per-epoch lines",
-}
-SHORT = {"batch_size": ["-b"], "epochs": ["-e"], "model": ["-m"]}
-# fields a resumed run may change without breaking its equivalence with an uninterrupted one
-RESUME_OVERRIDABLE = {"epochs", "threads", "progress", "eval_every", "save_every", "eval_batch_size", "device"}
-
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) instead of a usage block."""
@@ -88,36 +23,40 @@ class Parser(argparse.ArgumentParser):
 
 
 def _key_values(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
+    """argparse type for KEY=VALUE options (:func:`cnnlab.config.parse_key_value`)."""
     try:
-        return key.strip().replace("-", "_"), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"cannot parse value of {key}: {value!r}") from None
+        return parse_key_value(text)
+    except CnnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+    """One flag per TrainConfig field, help and short flag from the field's declaration, grouped by section."""
+    groups = {s: p.add_argument_group(f"{s} options") for s in SECTIONS}
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        flag = "--" + name.replace("_", "-")
         kind = str(f.type).replace(" | None", "")
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": FIELD_HELP.get(f.name, "")}
-        default = f.default if f.default is not dataclasses.MISSING else None
+        group = groups[meta["section"]]
+        default = field_default(name)
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["help"]}
         if kind == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction,
-                           **{**kw, "help": f"{kw['help']} (default: {default})"})
+            group.add_argument(flag, action=argparse.BooleanOptionalAction,
+                               **{**kw, "help": f"{kw['help']} (default: {default})"})
             continue
         if kind.startswith("dict"):
-            p.add_argument(flag, action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE", **kw)
+            group.add_argument(flag, action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE", **kw)
             continue
         kw["type"] = {"int": int, "float": float}.get(kind, str)
+        if meta["choices"]:  # checked by TrainConfig.validate, so a config file gets the same message
+            kw["metavar"] = "{" + ",".join(meta["choices"]) + "}"
         if default is not None:
             kw["help"] += f" (default: {default})"
-        p.add_argument(*SHORT.get(f.name, []), flag, **kw)
+        group.add_argument(*([meta["short"]] if meta["short"] else []), flag, **kw)
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
     for k, v in given.items():
         if isinstance(v, list):  # KEY=VALUE pairs
             given[k] = dict(v)
@@ -188,7 +127,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = [("name", "shape", "classes", "splits", "files", "description")]
     for spec in list_datasets():
         present = spec.files_present(args.data_dir)
-        rows.append((spec.name, spec.shape, spec.num_classes, spec.splits,
+        rows.append((spec.name, spec.shape, spec.classes, spec.splits,
                      "built in" if present is None else ("present" if present else "missing (downloads)"),
                      spec.description))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -217,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="evaluate on another dataset with the same classes and input shape")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
     p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("-b", "--batch-size", type=int, default=1024)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
@@ -227,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="image files or folders of images")
     p.add_argument("-k", "--top-k", type=int, default=5)
     p.add_argument("--tta", choices=TTA_MODES, default="none")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
 

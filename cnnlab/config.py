@@ -1,87 +1,169 @@
-"""The training configuration: one dataclass, YAML in and out, validated with clear errors.
+"""The training configuration: every field declared once, with everything cnnlab knows about it.
+
+Each field of :class:`TrainConfig` carries its metadata (see :func:`setting`): the help
+text, short flag, section, the rule its value must obey, and whether it changes the
+result of a run. Everything else is derived from that one declaration:
+
+- ``cnnlab train`` flags and their help (:mod:`cnnlab.cli`), grouped by section;
+- which flags ``--resume`` may change (:data:`RESUME_OVERRIDABLE`);
+- which keys a study may vary between invocations without invalidating finished runs
+  (:data:`ENGINE_KEYS`: the fields that do not change the result);
+- validation, here and in :class:`cnnlab.data.augment.AugmentConfig` (:func:`check_value`).
 
 A run folder's ``config.yaml`` is ``TrainConfig.to_dict()``; ``TrainConfig.from_dict``
 reads it back, so any run can be repeated with ``cnnlab train --config runs/x/config.yaml``.
-Command-line flags override config-file values (see :mod:`cnnlab.cli`).
+This module imports no torch: ``cnnlab --help`` stays fast.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from .errors import CnnlabError
+from .errors import CnnlabError, unknown_names
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 TTA_MODES = ("none", "flip", "shift", "flip-shift")
+SECTIONS = ("data", "model", "optimization", "augmentation", "engine", "output")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check on one value: ``ok(value)`` must hold, else "<field> must be <expect>, got <value>"."""
+
+    ok: Callable[[Any], bool]
+    expect: str
+
+
+def at_least(lo: float) -> Rule:
+    return Rule(lambda v: v >= lo, f">= {lo}")
+
+
+def above(lo: float) -> Rule:
+    return Rule(lambda v: v > lo, f"> {lo}")
+
+
+def fraction(closed: bool = False) -> Rule:
+    return Rule((lambda v: 0 <= v <= 1) if closed else (lambda v: 0 <= v < 1), "in [0, 1]" if closed else "in [0, 1)")
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+def setting(default: Any = None, help: str = "", *, section: str, short: str | None = None, result: bool = True,
+            resume: bool | None = None, rule: Rule | None = None, choices: tuple[str, ...] | None = None,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """Declare a config field and its facts.
+
+    result: does the value change what the run computes (weights, metrics)? Fields that do not
+            (threads, device, where files go) may differ between a study's invocations.
+    resume: may ``--resume`` change it? Default: exactly when it does not change the result.
+    rule / choices: the value check applied by :meth:`TrainConfig.validate` (``None`` always passes).
+    """
+    if choices is not None:
+        rule = one_of(choices)
+    meta = {"help": help, "section": section, "short": short, "result": result,
+            "resume": (not result) if resume is None else resume, "rule": rule, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_data = partial(setting, section="data")
+_model = partial(setting, section="model")
+_optim = partial(setting, section="optimization")
+_augment = partial(setting, section="augmentation")
+_engine = partial(setting, section="engine")
+_output = partial(setting, section="output")
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = "digits"
-    data_dir: str | None = None
-    download: bool = True
-    image_size: int | None = None  # resize (folder) / upsample (digits) to this side; None = native
-    channels: int | None = None  # folder: 1 (grey) or 3 (RGB); None = as stored
-    val_split: float = 0.2  # folder: fraction held out as the evaluation split
-    strict: bool = False  # folder: fail on an unreadable image instead of skipping it
-    data_options: dict[str, Any] = field(default_factory=dict)  # extra dataset options
-    train_subset: int | None = None  # use only the first N training images (smoke runs)
-    test_subset: int | None = None  # evaluate on the first N test images only (smoke runs)
+    data: str = _data("digits", "dataset name (see `cnnlab datasets`)")
+    data_dir: str | None = _data(None, "folder holding the dataset's files (for `folder`: the image root, one "
+                                       "sub-folder per class)", result=False)
+    download: bool = _data(True, "download missing dataset files into the cache", result=False)
+    image_size: int | None = _data(None, "resize images to this square side once at load time (default: native)",
+                                   rule=at_least(4))
+    channels: int | None = _data(None, "1 = grey, 3 = RGB, converted once at load time (default: as stored)",
+                                 rule=Rule(lambda v: v in (1, 3), "1 or 3"))
+    val_split: float = _data(0.2, "folder dataset: fraction of images held out for evaluation",
+                             rule=Rule(lambda v: 0 < v < 1, "in (0, 1)"))
+    strict: bool = _data(False, "folder dataset: fail on the first unreadable image instead of skipping it")
+    data_options: dict[str, Any] = _data(help="extra dataset options, KEY=VALUE (repeatable)", factory=dict)
+    train_subset: int | None = _data(None, "train on the first N training images only", rule=at_least(1))
+    test_subset: int | None = _data(None, "evaluate on the first N test images only", rule=at_least(1))
     # model
-    model: str = "fastnet"
-    act: str | None = None  # activation name passed to the model builder, if set
-    norm: str | None = None
-    init: str | None = None
-    dropout: float | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
+    model: str = _model("fastnet", "model name (see `cnnlab models`)", short="-m")
+    act: str | None = _model(None, "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)")
+    norm: str | None = _model(None, "normalization: batch, lrn or none")
+    init: str | None = _model(None, "weight initialization: default, xavier-uniform, xavier-normal, "
+                                    "kaiming-uniform, kaiming-normal")
+    dropout: float | None = _model(None, "dropout probability where the model places dropout", rule=fraction())
+    model_options: dict[str, Any] = _model(help="extra model options, KEY=VALUE (repeatable), e.g. widths=16,32",
+                                           factory=dict)
     # optimization
-    epochs: float = 10  # may be fractional: the run stops after round(epochs * steps_per_epoch) steps
-    batch_size: int = 128
-    opt: str = "sgd"
-    lr: float = 0.05
-    momentum: float | None = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_norm_bias: bool = False
-    opt_options: dict[str, Any] = field(default_factory=dict)
-    sched: str = "onecycle"
-    warmup_epochs: float = 0.0
-    sched_options: dict[str, Any] = field(default_factory=dict)
-    label_smoothing: float = 0.0
-    clip_grad: float | None = None
-    ema: float | None = None  # EMA decay of weights, e.g. 0.999; evaluated with the EMA weights
+    objective: str = _optim("classify", "training objective (loss and metrics): classify = softmax cross-entropy")
+    epochs: float = _optim(10, "epochs to train; fractions allowed (the run stops after "
+                               "round(epochs x steps per epoch) steps); --resume may extend a run",
+                           short="-e", resume=True, rule=above(0))
+    batch_size: int = _optim(128, "mini-batch size (per process under torchrun)", short="-b", rule=at_least(1))
+    opt: str = _optim("sgd", "optimizer: sgd, adam, adamw, rmsprop, adagrad, adadelta, lars, ... "
+                             "(docs/optimizers.md)")
+    lr: float = _optim(0.05, "base learning rate", rule=above(0))
+    momentum: float | None = _optim(0.9, "momentum (SGD, RMSprop, LARS)")
+    nesterov: bool = _optim(True, "Nesterov momentum for SGD (thesis eq. 2.16-2.17)")
+    weight_decay: float = _optim(5e-4, "L2 weight decay lambda (thesis eq. 2.20-2.22)", rule=at_least(0))
+    decay_norm_bias: bool = _optim(False, "also decay biases and normalization parameters")
+    opt_options: dict[str, Any] = _optim(help="extra optimizer options, KEY=VALUE (repeatable), e.g. "
+                                              "betas=[0.9,0.99]", factory=dict)
+    sched: str = _optim("onecycle", "learning-rate schedule: constant, step, multistep, exponential, cosine, "
+                                    "linear, onecycle, poly, plateau")
+    warmup_epochs: float = _optim(0.0, "linear learning-rate warm-up length in epochs", rule=at_least(0))
+    sched_options: dict[str, Any] = _optim(help="extra schedule options, KEY=VALUE (repeatable), e.g. gamma=0.7",
+                                           factory=dict)
+    label_smoothing: float = _optim(0.0, "label smoothing of the cross-entropy target", rule=fraction())
+    clip_grad: float | None = _optim(None, "clip the gradient norm to this value", rule=above(0))
+    ema: float | None = _optim(None, "keep an exponential moving average of the weights with this decay "
+                                     "(e.g. 0.999) and evaluate it", rule=Rule(lambda v: 0 < v < 1, "a decay in (0, 1)"))
     # augmentation (on whole batches, see cnnlab.data.augment)
-    crop_padding: int = 0
-    flip: bool | None = None  # None = the dataset's default (off for digits, MNIST)
-    translate: float = 0.0
-    rotate: float = 0.0
-    scale: float = 0.0
-    noise: float = 0.0
-    salt_pepper: float = 0.0
-    cutout: int = 0
-    tta: str = "none"
+    crop_padding: int = _augment(0, "random crop after zero padding by this many pixels", rule=at_least(0))
+    flip: bool | None = _augment(None, "random horizontal flips (default: on where label-preserving, off for "
+                                       "digits and MNIST)")
+    translate: float = _augment(0.0, "random translation, max fraction of the side", rule=fraction())
+    rotate: float = _augment(0.0, "random rotation, max degrees", rule=Rule(lambda v: 0 <= v <= 180, "in [0, 180]"))
+    scale: float = _augment(0.0, "random scaling, max relative change", rule=fraction())
+    noise: float = _augment(0.0, "Gaussian noise std (pixel range 0..1)", rule=fraction())
+    salt_pepper: float = _augment(0.0, "fraction of pixels set to black or white", rule=fraction())
+    cutout: int = _augment(0, "zero a random square of this side", rule=at_least(0))
+    tta: str = _augment("none", "test-time augmentation at evaluation", choices=TTA_MODES)
     # engine
-    precision: str = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"
-    threads: int | None = None
-    seed: int = 0
-    deterministic: bool = False
-    target_acc: float | None = None  # stop once test accuracy (percent or fraction) reaches this
-    eval_every: int = 1  # evaluate every N epochs (and always after the last)
-    eval_batch_size: int = 1024
+    precision: str = _engine("auto", "numeric precision (auto = bf16 where the CPU/GPU has it natively, "
+                                     "else fp32)", choices=PRECISIONS)
+    channels_last: bool = _engine(True, "channels-last memory format")
+    compile: bool = _engine(False, "torch.compile the model (slow start, faster steps)")
+    device: str = _engine("auto", "where to train", choices=DEVICES, result=False)
+    threads: int | None = _engine(None, "CPU threads for torch", result=False, rule=at_least(1))
+    seed: int = _engine(0, "random seed")
+    deterministic: bool = _engine(False, "use deterministic algorithms only")
+    target_acc: float | None = _engine(None, "stop when test accuracy reaches this (percent or fraction)",
+                                       rule=Rule(lambda v: 0 < v <= 100, "a percentage or fraction"))
+    eval_every: int = _engine(1, "evaluate every N epochs (and always after the last)", resume=True,
+                              rule=at_least(1))
+    eval_batch_size: int = _engine(1024, "batch size for evaluation", result=False, rule=at_least(1))
     # output
-    out: str = "runs"
-    name: str | None = None
-    save_every: int = 1  # checkpoint every N epochs
-    progress: bool = True
+    out: str = _output("runs", "parent folder of run folders", result=False, resume=False)
+    name: str | None = _output(None, "run folder name (default: <data>-<model>-<time>)", result=False, resume=False,
+                               rule=Rule(lambda v: v not in ("", ".", "..") and "/" not in v, "a plain folder name"))
+    save_every: int = _output(1, "write a checkpoint every N epochs", result=False, rule=at_least(1))
+    progress: bool = _output(True, "progress bar and per-epoch lines", result=False)
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
@@ -95,15 +177,11 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
         if not isinstance(values, dict):
             raise CnnlabError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
-        known = set(cls.field_names())
-        values = {k.replace("-", "_"): v for k, v in values.items()}
+        known = cls.field_names()
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
         unknown = sorted(k for k in values if k not in known)
         if unknown:
-            import difflib
-
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
-                     for k in unknown]
-            raise CnnlabError(f"{source}: unknown key {', '.join(hints)}")
+            raise CnnlabError(f"{source}: unknown key {unknown_names(unknown, known)}")
         cfg = cls(**values)
         cfg.validate(source)
         return cfg
@@ -113,46 +191,19 @@ class TrainConfig:
         return cls.from_dict(read_yaml(path), str(path))
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from .files import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with ``changes`` applied (the original is left as it is)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
     # ------------------------------------------------------------ validate
     def validate(self, source: str = "config") -> None:
-        """Type-check every field against its annotation and range-check the numeric ones."""
-        hints = {f.name: f.type for f in dataclasses.fields(self)}
-        for name, kind in hints.items():
-            value = getattr(self, name)
-            setattr(self, name, _coerce(value, str(kind), f"{source}: {name}"))
-
-        def need(ok: bool, what: str) -> None:
-            if not ok:
-                raise CnnlabError(f"{source}: {what}")
-
-        need(self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
-        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        need(self.ema is None or 0 < self.ema < 1, f"ema must be a decay in (0, 1), got {self.ema}")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        need(self.tta in TTA_MODES, f"tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
-        need(0 < self.val_split < 1, f"val_split must be in (0, 1), got {self.val_split}")
-        need(self.channels in (None, 1, 3), f"channels must be 1 or 3, got {self.channels}")
-        need(self.image_size is None or self.image_size >= 4, f"image_size must be >= 4, got {self.image_size}")
-        need(self.eval_every >= 1 and self.save_every >= 1, "eval_every and save_every must be >= 1")
-        need(self.train_subset is None or self.train_subset >= 1, "train_subset must be >= 1")
-        need(self.test_subset is None or self.test_subset >= 1, "test_subset must be >= 1")
-        for k in ("crop_padding", "cutout"):
-            need(getattr(self, k) >= 0, f"{k} must be >= 0")
-        for k in ("translate", "scale", "noise", "salt_pepper"):
-            need(0 <= getattr(self, k) < 1, f"{k} must be in [0, 1), got {getattr(self, k)}")
-        if self.target_acc is not None:
-            need(0 < self.target_acc <= 100, f"target_acc must be a percentage or fraction, got {self.target_acc}")
-        if self.name is not None:
-            need(self.name not in ("", ".", "..") and "/" not in self.name, f"name must be a plain folder name, got {self.name!r}")
+        """Type-check every field against its annotation, then apply its declared rule."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(f.name, getattr(self, f.name), source, str(f.type)))
 
     def target_fraction(self) -> float | None:
         if self.target_acc is None:
@@ -166,6 +217,51 @@ class TrainConfig:
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
         return kw
+
+
+# ---------------------------------------------------------------- derived facts
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# flags a resumed run may change (its saved config holds for everything else)
+RESUME_OVERRIDABLE = frozenset(k for k, f in FIELDS.items() if f.metadata["resume"])
+# keys that say how (not what) to run: a study may change them without invalidating finished runs
+ENGINE_KEYS = frozenset(k for k, f in FIELDS.items() if not f.metadata["result"])
+
+
+def field_default(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def check_value(name: str, value: Any, source: str = "config", kind: str | None = None) -> Any:
+    """``value`` converted to field ``name``'s type (or ``kind``) and checked against its rule.
+
+    Raises a :class:`CnnlabError` naming ``source`` and the field. Used by
+    :meth:`TrainConfig.validate` and by every other holder of the same values (e.g.
+    :class:`cnnlab.data.augment.AugmentConfig`), so one field has one set of rules.
+    """
+    f = FIELDS[name]
+    value = _coerce(value, kind or str(f.type), f"{source}: {name}")
+    rule: Rule | None = f.metadata["rule"]
+    if value is not None and rule is not None and not rule.ok(value):
+        raise CnnlabError(f"{source}: {name} must be {rule.expect}, got {value!r}")
+    return value
+
+
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(key, value)``, the value read as YAML (``3`` int, ``[1,2]`` list, ``a`` str).
+
+    The one parser for ``--model-options``/``--opt-options``/... and ``cnnlab study --set``;
+    dashes in the key become underscores (``--set eval-batch-size=64``).
+    """
+    if "=" not in text:
+        raise CnnlabError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise CnnlabError(f"expected KEY=VALUE, got {text!r} (empty key)")
+    try:
+        return key.strip().replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise CnnlabError(f"cannot parse the value of {key.strip()}: {value!r}") from None
 
 
 def _coerce(value: Any, kind: str, where: str) -> Any:

@@ -342,16 +342,14 @@ def plot_confusion(confusion: Any, class_names: Sequence[str] | None, path: str 
                    normalize: bool = False, title: str | None = None) -> Path:
     """Save the confusion matrix as a PNG heat map (rows = true, columns = predicted).
 
-    matplotlib is imported here, with the non-interactive Agg backend, so that
-    importing cnnlab stays light and plotting works on headless machines. Counts
+    matplotlib is imported here (:mod:`cnnlab.plots`), so that importing cnnlab
+    stays light and plotting works on headless machines. Counts
     are written in the cells when there are at most 20 classes (more would not
     be readable). ``normalize=True`` colours by row fraction (per-class recall).
     """
-    import matplotlib
+    from .plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(confusion, dtype=np.float64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise CnnlabError(f"confusion: expected a square matrix, got shape {tuple(cm.shape)}")
@@ -381,12 +379,11 @@ def plot_confusion(confusion: Any, class_names: Sequence[str] | None, path: str 
                     ax.text(j, i, text, ha="center", va="center", fontsize=8,
                             color="white" if hi and shown[i, j] > hi / 2 else "black")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    save_figure(fig, path)
+    return Path(path)
 
 
 __all__ = ["PROB_CLIP", "accuracy", "break_even_point", "break_even_points", "confusion_matrix",

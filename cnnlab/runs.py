@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .files import atomic_write_text
 from .errors import CnnlabError
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
@@ -103,11 +103,11 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     """
     if not rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    from .plots import pyplot, save_figure
+
+    plt = pyplot()
 
     def series(key: str, scale: float = 1.0) -> list[tuple[float, float]]:
         return [(r["epoch"], scale * r[key]) for r in rows if r.get(key) is not None]
@@ -143,7 +143,4 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -1195,7 +1195,7 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import atomic_write_text
+    from .files import atomic_write_text
 
     atomic_write_text(path, text)
     mask = os.umask(0)

@@ -170,11 +170,11 @@ def test_normalize():
     x = torch.rand(2, 3, 4, 4)
     y = A.normalize(x, (0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
     assert torch.allclose(y[:, 1], (x[:, 1] - 0.2) / 0.25)
-    assert torch.allclose(A.Normalize(0.5, 0.5)(x), x * 2 - 1)
+    assert torch.allclose(A.normalize(x, 0.5, 0.5), x * 2 - 1)
     with pytest.raises(CnnlabError, match="mean"):
         A.normalize(x, (0.1, 0.2), 1.0)
     with pytest.raises(CnnlabError, match="std"):
-        A.Normalize(0.5, 0.0)
+        A.normalize(x, 0.5, 0.0)
 
 
 def test_shift_image():

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..config import TTA_MODES, check_value
 from ..errors import CnnlabError
 
-TTA_MODES = ("none", "flip", "shift", "flip-shift")
 
 
 # --------------------------------------------------------------------------- config
@@ -56,19 +56,9 @@ class AugmentConfig:
     cutout: int = 0
 
     def __post_init__(self) -> None:
-        def need(ok: bool, what: str) -> None:
-            if not ok:
-                raise CnnlabError(f"augmentation: {what}")
-
-        for k in ("crop_padding", "cutout"):
-            v = getattr(self, k)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{k} must be an integer >= 0, got {v!r}")
-        need(isinstance(self.flip, bool), f"flip must be true or false, got {self.flip!r}")
-        for k in ("translate", "scale", "salt_pepper"):
-            v = getattr(self, k)
-            need(0 <= v < 1, f"{k} must be in [0, 1), got {v!r}")
-        need(0 <= self.rotate <= 180, f"rotate must be in [0, 180] degrees, got {self.rotate!r}")
-        need(self.noise >= 0, f"noise must be >= 0, got {self.noise!r}")
+        # the same rules as the TrainConfig fields of the same names (one home: cnnlab.config)
+        for f in fields(self):
+            setattr(self, f.name, check_value(f.name, getattr(self, f.name), "augmentation", str(f.type)))
 
     @property
     def enabled(self) -> bool:
@@ -253,22 +243,6 @@ def normalize(x: torch.Tensor, mean: float | Sequence[float], std: float | Seque
     return (x - _channel_stats(mean, x, "mean")) / _channel_stats(std, x, "std")
 
 
-class Normalize:
-    """``normalize`` with fixed statistics, usable as a callable transform (e.g. inside a model wrapper)."""
-
-    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]):
-        self.mean = tuple(float(m) for m in torch.as_tensor(mean).flatten().tolist())
-        self.std = tuple(float(s) for s in torch.as_tensor(std).flatten().tolist())
-        if any(s <= 0 for s in self.std):
-            raise CnnlabError(f"normalize: std must be > 0, got {list(self.std)}")
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, self.mean, self.std)
-
-    def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean}, std={self.std})"
-
-
 # --------------------------------------------------------------------------- test-time augmentation
 def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Move the content of every image down by ``dy`` and right by ``dx`` pixels, filling with zeros."""
@@ -331,6 +305,6 @@ def predict_tta(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return total / n
 
 
-__all__ = ["AugmentConfig", "Normalize", "TTA_MODES", "augment_batch", "cutout", "gaussian_noise", "normalize",
+__all__ = ["AugmentConfig", "TTA_MODES", "augment_batch", "cutout", "gaussian_noise", "normalize",
            "predict_tta", "random_affine", "random_crop", "random_flip", "salt_and_pepper", "shift_image",
            "tta_shift", "tta_views"]

@@ -71,16 +71,38 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 @dataclass
 class DatasetSpec:
-    """What the registry knows about a dataset before loading it."""
+    """What the registry knows about a dataset before loading it: numbers, and the text shown for them.
+
+    ``None`` means "depends on the files or options" (a user's folder). Display strings for
+    ``cnnlab datasets`` are derived (:attr:`shape`, :attr:`classes`, :attr:`splits`); code that needs
+    a figure (the study runner's time estimate) reads the numbers.
+    """
 
     name: str
     load: Callable[..., ArrayDataset]  # load(data_dir: Path | None, download: bool, **options)
     description: str
-    shape: str  # e.g. "1x28x28" or "any (resized)"
-    num_classes: str
-    splits: str  # e.g. "60000 train / 10000 test"
+    channels: int | None = None
+    size: int | None = None  # square side in pixels
+    num_classes: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
     files: list[str] = field(default_factory=list)  # files expected in --data-dir
     source: str = ""
+    notes: dict[str, str] = field(default_factory=dict)  # shape / classes / splits: said after the figure
+
+    @property
+    def shape(self) -> str:
+        text = f"{self.channels}x{self.size}x{self.size}" if self.channels and self.size else "any (resized)"
+        return _with_note(text, self.notes.get("shape"))
+
+    @property
+    def classes(self) -> str:
+        return _with_note(str(self.num_classes) if self.num_classes else "", self.notes.get("classes"))
+
+    @property
+    def splits(self) -> str:
+        text = f"{self.train_size} train / {self.test_size} test" if self.train_size and self.test_size else ""
+        return _with_note(text, self.notes.get("splits"))
 
     def files_present(self, data_dir: Path | None) -> bool | None:
         """True/False when the dataset needs files; None when it needs none."""
@@ -90,6 +112,12 @@ class DatasetSpec:
             if all((root / f).exists() for f in self.files):
                 return True
         return False
+
+
+def _with_note(text: str, note: str | None) -> str:
+    if not note:
+        return text
+    return f"{text} ({note})" if text else note
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")

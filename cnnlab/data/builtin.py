@@ -65,8 +65,9 @@ def load_synthetic(data_dir: Path | None = None, download: bool = True, size: in
 
 
 register_dataset(DatasetSpec(
-    "digits", load_digits, "scikit-learn 8x8 handwritten digits (offline; default)", "1x8x8", "10",
-    "1347 train / 450 test (stratified, seed 0)", source="scikit-learn (UCI optdigits test set)"))
+    "digits", load_digits, "scikit-learn 8x8 handwritten digits (offline; default)", channels=1, size=8,
+    num_classes=10, train_size=1347, test_size=450, source="scikit-learn (UCI optdigits test set)",
+    notes={"splits": "stratified, seed 0"}))
 register_dataset(DatasetSpec(
-    "synthetic", load_synthetic, "generated class patterns + noise, for tests", "1x16x16 (options)", "4",
-    "512 train / 256 test"))
+    "synthetic", load_synthetic, "generated class patterns + noise, for tests", channels=1, size=16,
+    num_classes=4, train_size=512, test_size=256, notes={"shape": "options"}))

@@ -184,9 +184,10 @@ load_cifar10 = partial(load_cifar, "cifar10")
 load_cifar100 = partial(load_cifar, "cifar100")
 
 register_dataset(DatasetSpec(
-    "cifar10", load_cifar10, "CIFAR-10 32x32 colour images of 10 classes (Krizhevsky 2009)", "3x32x32", "10",
-    "50000 train / 10000 test", files=[RESOURCES["cifar10"].filename], source=RESOURCES["cifar10"].urls[0]))
+    "cifar10", load_cifar10, "CIFAR-10 32x32 colour images of 10 classes (Krizhevsky 2009)", channels=3, size=32,
+    num_classes=10, train_size=50000, test_size=10000, files=[RESOURCES["cifar10"].filename], source=RESOURCES["cifar10"].urls[0]))
 register_dataset(DatasetSpec(
-    "cifar100", load_cifar100, "CIFAR-100 32x32 colour images of 100 classes (Krizhevsky 2009)", "3x32x32",
-    "100 (label_mode=fine) or 20 (coarse)", "50000 train / 10000 test", files=[RESOURCES["cifar100"].filename],
+    "cifar100", load_cifar100, "CIFAR-100 32x32 colour images of 100 classes (Krizhevsky 2009)", channels=3,
+    size=32, num_classes=100, train_size=50000, test_size=10000, files=[RESOURCES["cifar100"].filename],
+    notes={"classes": "label_mode=fine; 20 with coarse"},
     source=RESOURCES["cifar100"].urls[0]))

@@ -23,7 +23,6 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import BinaryIO, Sequence
 from tqdm import tqdm
 
 from ..errors import CnnlabError
+from ..files import atomic_path
 from .base import default_cache_dir
 
 TIMEOUT_S = 30.0  # per connection attempt and per read: a stalled mirror fails over instead of hanging
@@ -89,34 +89,38 @@ def download_file(urls: str | Sequence[str], dest: Path, md5: str, size: int | N
     dest = Path(dest)
     network_errors: list[str] = []
     bad_file: str | None = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(dest.parent, os.W_OK)
+    except OSError as e:
+        writable, why = False, str(e)
+    if not writable:
+        raise CnnlabError(f"cannot write to {dest.parent} ({locals().get('why', 'permission denied')}); "
+                          f"set $CNNLAB_DATA to a writable folder")
     for url in urls:
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")  # unique: parallel runs may download
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            out = open(tmp, "xb")  # unlike mkstemp, honours the umask: a shared cache stays readable
-        except OSError as e:
-            raise CnnlabError(f"cannot write to {dest.parent} ({e}); set $CNNLAB_DATA to a writable folder") from e
-        try:
-            with out:
-                actual_md5, actual_size = _stream(url, out, dest.name, timeout)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # URLError/timeouts are OSErrors
-            tmp.unlink(missing_ok=True)
-            network_errors.append(f"{url}: {_reason(e)}")
-            continue
-        except BaseException:  # Ctrl-C and friends: never leave the partial file behind
-            tmp.unlink(missing_ok=True)
-            raise
-        if (size is not None and actual_size != size) or actual_md5 != md5:
-            tmp.unlink()
-            bad_file = (f"{dest.name} downloaded from {url} failed verification: expected md5 {md5}"
+            with atomic_path(dest) as tmp:  # a unique temporary name: parallel runs may download the same file
+                with open(tmp, "wb") as out:
+                    actual_md5, actual_size = _stream(url, out, dest.name, timeout)
+                if (size is not None and actual_size != size) or actual_md5 != md5:
+                    raise _FailedVerification(
+                        f"{dest.name} downloaded from {url} failed verification: expected md5 {md5}"
                         f"{f' and {size} bytes' if size is not None else ''}, got md5 {actual_md5} "
                         f"and {actual_size} bytes; nothing was saved to {dest.parent}")
+        except _FailedVerification as e:
+            bad_file = str(e)
             continue
-        os.replace(tmp, dest)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # URLError/timeouts are OSErrors
+            network_errors.append(f"{url}: {_reason(e)}")
+            continue
         return dest
     if bad_file:
         raise CnnlabError(bad_file)
     raise DownloadError(f"could not download {dest.name} ({'; '.join(network_errors)})")
+
+
+class _FailedVerification(Exception):
+    """A download that arrived but does not match its checksum (the next mirror is tried)."""
 
 
 def _reason(e: Exception) -> str:

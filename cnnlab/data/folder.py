@@ -258,5 +258,6 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
 
 
 register_dataset(DatasetSpec(
-    "folder", load_folder, "your own images: --data-dir DIR with one sub-folder per class", "any (resized)",
-    "one per sub-folder", "stratified val_split (default 0.2) or DIR/train + DIR/test", source="--data-dir"))
+    "folder", load_folder, "your own images: --data-dir DIR with one sub-folder per class",
+    notes={"classes": "one per sub-folder", "splits": "stratified val_split (default 0.2) or DIR/train + DIR/test"},
+    source="--data-dir"))

@@ -147,8 +147,8 @@ load_mnist = partial(load_idx_dataset, "mnist")
 load_fashion_mnist = partial(load_idx_dataset, "fashion-mnist")
 
 register_dataset(DatasetSpec(
-    "mnist", load_mnist, "MNIST handwritten digits (LeCun et al. 1998)", "1x28x28", "10",
-    "60000 train / 10000 test", files=list(FILES), source=MNIST_MIRRORS[0]))
+    "mnist", load_mnist, "MNIST handwritten digits (LeCun et al. 1998)", channels=1, size=28, num_classes=10,
+    train_size=60000, test_size=10000, files=list(FILES), source=MNIST_MIRRORS[0]))
 register_dataset(DatasetSpec(
-    "fashion-mnist", load_fashion_mnist, "Fashion-MNIST clothing images (Zalando, Xiao et al. 2017)", "1x28x28",
-    "10", "60000 train / 10000 test", files=list(FILES), source=FASHION_MIRRORS[0]))
+    "fashion-mnist", load_fashion_mnist, "Fashion-MNIST clothing images (Zalando, Xiao et al. 2017)", channels=1,
+    size=28, num_classes=10, train_size=60000, test_size=10000, files=list(FILES), source=FASHION_MIRRORS[0]))

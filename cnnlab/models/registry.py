@@ -14,7 +14,7 @@ from typing import Callable
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -49,12 +49,7 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
         check_input_size(name, int(options["image_size"]))
     params = inspect.signature(builder).parameters
     init = options.pop("init", None) if "init" not in params else None  # applied after building
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        allowed = [k for k in params if k not in ("num_classes", "in_channels")] + ["init"]
-        bad = [k for k in options if k not in allowed]
-        if bad:
-            raise CnnlabError(f"model {name!r} has no option {', '.join(map(repr, bad))} "
-                              f"(its options: {', '.join(allowed) or 'none'})")
+    check_options(builder, options, f"model {name!r}", skip=("num_classes", "in_channels"), extra=("init",))
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels, **options)
     except (TypeError, ValueError) as e:

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
-from ..registry import Registry
+from ..registry import Registry, check_options
 from .adam_sgd_switch import AdamSGDSwitch
 from .lars import LARS
 
@@ -103,10 +103,7 @@ def create_optimizer(name: str, model: nn.Module | Iterable, lr: float, weight_d
         if k in options and to in accepted:
             raise CnnlabError(f"optimizer {name!r}: option {k!r} must be converted to {to!r} by the caller "
                               f"(cnnlab.optim.resolve_epoch_options(options, steps_per_epoch))")
-    bad = [k for k in options if k not in accepted]
-    if bad:
-        known = [k for k in accepted if k not in ("params", "lr", "weight_decay")]
-        raise CnnlabError(f"optimizer {name!r} has no option {', '.join(map(repr, bad))} (its options: {', '.join(known)})")
+    check_options(cls, options, f"optimizer {name!r}", skip=("params", "lr", "weight_decay"))
     if "betas" in options:
         options["betas"] = tuple(options["betas"])
     if lr <= 0:

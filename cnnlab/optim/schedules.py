@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..errors import CnnlabError
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 # factory(total_steps, steps_per_epoch, **options) -> factor(step)
 SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("schedule")
@@ -141,14 +141,12 @@ def schedule_factor(name: str, total_steps: int, steps_per_epoch: int, warmup_st
     make = SCHEDULES.get(name)
     options, interval, power = _split_options(options)
     spe = max(1, steps_per_epoch)
+    check_options(make, options, f"schedule {name!r}", skip=("total_steps", "steps_per_epoch"),
+                  extra=("interval", "warmup_power"))
     try:
         factor = make(max(1, total_steps), spe, **options)
     except TypeError as e:
-        import inspect
-
-        known = [k for k in inspect.signature(make).parameters if k not in ("total_steps", "steps_per_epoch")]
-        raise CnnlabError(f"schedule {name!r}: bad options {options}: {e} "
-                          f"(its options: {', '.join(known + ['interval', 'warmup_power']) or 'none'})") from e
+        raise CnnlabError(f"schedule {name!r}: bad options {options}: {e}") from e
     if interval == "epoch":
         factor = per_epoch(factor, spe)
     return with_warmup(factor, warmup_steps, power)
