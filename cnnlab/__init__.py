@@ -1,12 +1,37 @@
-"""cnnlab: train, compare and deploy deep image classifiers (PyTorch)."""
+"""cnnlab: train, compare and deploy deep image classifiers (PyTorch).
+
+The public names below are loaded on first use (PEP 562), so ``import cnnlab`` and
+``cnnlab --help`` stay fast: torch and the model zoo are imported only by what needs them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import CnnlabError
-from .data import list_datasets, load_dataset
-from .models import count_parameters, create_model, list_models
-from .optim import create_optimizer, create_scheduler
-from .config import TrainConfig
-from .train import train  # the function; the module stays importable as cnnlab.train
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnlabError", "TrainConfig", "train", "count_parameters", "create_model", "create_optimizer", "create_scheduler",
-           "list_datasets", "list_models", "load_dataset", "__version__"]
+# public name -> the module that defines it
+_LAZY = {
+    "TrainConfig": "config",
+    "train": "train",
+    "count_parameters": "models", "create_model": "models", "list_models": "models",
+    "create_optimizer": "optim", "create_scheduler": "optim",
+    "list_datasets": "data", "load_dataset": "data",
+}
+
+__all__ = ["CnnlabError", "TrainConfig", "train", "count_parameters", "create_model", "create_optimizer",
+           "create_scheduler", "list_datasets", "list_models", "load_dataset", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,9 +17,28 @@ import torch
 from .errors import CnnlabError
 from .files import atomic_write
 
+if TYPE_CHECKING:
+    from .state import Progress, TrainingParts
+
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
+
+
+def save_training(path: str | Path, parts: "TrainingParts", progress: "Progress", config: dict[str, Any]) -> None:
+    """Everything a resumed run needs: the parts' states, the counters, every RNG and the config."""
+    from .state import CHECKPOINT_FORMAT
+
+    save_checkpoint({"format": CHECKPOINT_FORMAT, **parts.state_dict(), "state": progress.state_dict(),
+                     "rng": rng_state(), "config": config}, path)
+
+
+def restore_training(path: str | Path, parts: "TrainingParts", progress: "Progress") -> None:
+    """Load what :func:`save_training` wrote back into ``parts`` and ``progress`` and reset the RNGs."""
+    ckpt = load_checkpoint(path)
+    parts.load_state_dict(ckpt)
+    progress.load_state_dict(ckpt["state"])
+    set_rng_state(ckpt["rng"])
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

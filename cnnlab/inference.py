@@ -11,8 +11,11 @@ import torch
 from . import runs
 from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
+from .data.prepare import prepare_data
+from .device import Runtime
 from .errors import CnnlabError
 from .models import create_model
+from .predict import predict_probs
 
 
 @dataclass
@@ -21,14 +24,19 @@ class LoadedRun:
     config: TrainConfig
     meta: dict[str, Any]
     model: torch.nn.Module
-    device: torch.device
-    precision: str
+    runtime: Runtime
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
     """Rebuild a run's model from its config and weights (final weights, else the last checkpoint)."""
-    from .train import resolve_device, resolve_precision
-
     run_dir = runs.check_run_dir(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / runs.CONFIG)
     meta = runs.read_json(run_dir / runs.META)
@@ -45,12 +53,9 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CnnlabError(f"{run_dir}: weights do not match model {meta['model']!r} ({str(e).splitlines()[0]})") from None
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    precision = resolve_precision(cfg.precision, dev)
-    if precision == "fp16" and dev.type == "cpu":
-        precision = "fp32"
-    return LoadedRun(run_dir, cfg, meta, model, dev, precision)
+    runtime = Runtime.resolve(device, cfg.precision, cfg.channels_last, training=False)
+    model.to(runtime.device).eval()
+    return LoadedRun(run_dir, cfg, meta, model, runtime)
 
 
 def _ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -61,8 +66,6 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
                  device: str = "auto", batch_size: int = 1024, as_json: bool = False) -> dict[str, Any]:
     """All metrics of a run's model on the test split; printed, and saved as eval.json + confusion.png."""
     from .metrics import evaluate_predictions, format_report, plot_confusion
-    from .train import predict_probs, prepare_data
-
     run = load_run(run_dir, device)
     cfg = run.config.replace(data=data or run.config.data, data_dir=data_dir or run.config.data_dir,
                              train_subset=None, test_subset=None)
@@ -75,8 +78,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
     if len(ds.classes) != len(run.meta["classes"]):
         raise CnnlabError(f"--data {cfg.data}: {len(ds.classes)} classes but the model has {len(run.meta['classes'])}")
     tta = tta or run.config.tta
-    probs = predict_probs(run.model, ds.test_images, run.meta["mean"], run.meta["std"], run.device, run.precision,
-                          run.config.channels_last, tta, batch_size)
+    probs = predict_probs(run.model, ds.test_images, run.meta["mean"], run.meta["std"], run.runtime, tta, batch_size)
     m = evaluate_predictions(probs, ds.test_labels, ds.num_classes, run.meta["classes"])
     m["tta"], m["dataset"] = tta, cfg.data
     runs.write_json(run.run_dir / "eval.json", m)
@@ -131,14 +133,11 @@ def read_images(files: list[tuple[Path, bool]], size: int, channels: int) -> tup
 def predict_files(run_dir: str | Path, paths: list[str], top_k: int = 5, tta: str = "none", device: str = "auto",
                   as_json: bool = False) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, preprocessed exactly as the run's training data."""
-    from .train import predict_probs
-
     if top_k < 1:
         raise CnnlabError(f"--top-k must be >= 1, got {top_k}")
     run = load_run(run_dir, device)
     files, images = read_images(collect_images(paths), run.meta["image_size"], run.meta["in_channels"])
-    probs = predict_probs(run.model, images, run.meta["mean"], run.meta["std"], run.device, run.precision,
-                          run.config.channels_last, tta)
+    probs = predict_probs(run.model, images, run.meta["mean"], run.meta["std"], run.runtime, tta)
     classes = run.meta["classes"]
     k = min(top_k, len(classes))
     results = []

@@ -42,6 +42,13 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
+def write_meta(run_dir: Path, cfg: Any, ds: Any) -> None:
+    """meta.json: what inference needs to rebuild the model and preprocess inputs exactly as in training."""
+    write_json(Path(run_dir) / META, {
+        "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data, "classes": ds.classes,
+        "in_channels": ds.in_channels, "image_size": ds.image_size[0], "mean": list(ds.mean), "std": list(ds.std)})
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch lines; a torn last line (crash mid-write) is ignored."""
     path = Path(run_dir) / METRICS
@@ -115,13 +122,22 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     has_lr = bool(series("lr"))
     fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14, 4) if has_lr else (10, 4),
                              gridspec_kw={"width_ratios": [1, 1, 0.7] if has_lr else [1, 1]})
-    ax_loss, ax_acc = axes[0], axes[1]
-    for ax, scale, keys in ((ax_loss, 1, ("train_loss", "test_loss")), (ax_acc, 100, ("train_acc", "test_acc"))):
-        for key in keys:
-            if pts := series(key, scale):
-                ax.plot(*zip(*pts), marker="o", label=key.split("_")[0])  # "train" / "test"
+    ax_loss, ax_metric = axes[0], axes[1]
+    for key in ("train_loss", "test_loss"):
+        if pts := series(key):
+            ax_loss.plot(*zip(*pts), marker="o", label=key.split("_")[0])  # "train" / "test"
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    if any("train_acc" in r or "test_acc" in r for r in rows):  # classification: accuracy in percent
+        for key in ("train_acc", "test_acc"):
+            if pts := series(key, 100):
+                ax_metric.plot(*zip(*pts), marker="o", label=key.split("_")[0])
+        ax_metric.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    else:  # another objective: its own train_*/test_* metrics as logged
+        keys = sorted({k for r in rows for k, v in r.items() if k.startswith(("train_", "test_"))
+                       and k not in ("train_loss", "test_loss") and isinstance(v, (int, float))})
+        for key in keys:
+            ax_metric.plot(*zip(*series(key)), marker="o", label=key)
+        ax_metric.set(xlabel="epoch", title="metrics")
     if has_lr:
         ax_lr = axes[2]
         ax_lr.plot(*zip(*series("lr")), marker=".", label="lr")
@@ -139,7 +155,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
                        label=f"Adam→SGD switch (step {sw['step']}{lr})" if i == 0 else None)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

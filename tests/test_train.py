@@ -7,7 +7,8 @@ import torch
 from cnnlab import runs
 from cnnlab.checkpoint import load_checkpoint
 from cnnlab.errors import CnnlabError
-from cnnlab.train import resolve_precision, train
+from cnnlab.device import resolve_precision
+from cnnlab.train import train
 
 TIMING_KEYS = {"images_per_second", "epoch_seconds", "elapsed"}
 
@@ -122,3 +123,11 @@ def test_image_size_resizes_once(tiny_config):
     summary = train(tiny_config(data="digits", image_size=16, epochs=1, model="mlp", model_options={}))
     meta = json.loads((runs.Path(summary["run_dir"]) / runs.META).read_text())
     assert meta["image_size"] == 16
+
+
+def test_train_never_changes_its_config_argument(tiny_config):
+    cfg = tiny_config(epochs=1, name=None)
+    before = cfg.to_dict()
+    summary = train(cfg)
+    assert cfg.to_dict() == before and cfg.name is None
+    assert runs.Path(summary["run_dir"]).name.startswith("synthetic-fastnet-")

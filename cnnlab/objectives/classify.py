@@ -1,0 +1,73 @@
+"""``classify``: softmax cross-entropy on class labels, optionally label-smoothed.
+
+The loss is the negative log-likelihood of the softmax (thesis eq. 2.2 and 2.8); with
+``--label-smoothing e`` the target puts 1 - e + e/K on the true class and e/K on every other
+one (``torch.nn.functional.cross_entropy``'s definition). Evaluation reports the test NLL of
+the predicted probabilities and accuracy each epoch, and every metric of
+:func:`cnnlab.metrics.evaluate_predictions` (top-5, precision/recall/F1, BEP, confusion
+matrix) at the end.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..predict import predict_probs
+from . import register_objective
+from .base import EvalSetup, Objective
+
+
+@register_objective("classify")
+class Classify(Objective):
+    """Softmax cross-entropy on class labels (label smoothing optional); accuracy per epoch."""
+
+    name = "classify"
+    headline = "test_acc"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = float(label_smoothing)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Classify":
+        return cls(cfg.label_smoothing)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.float(), target, label_smoothing=self.label_smoothing)
+
+    def batch_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"correct": (output.detach().argmax(1) == target).sum()}
+
+    def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
+        return {"train_acc": sums["correct"] / max(seen, 1)}
+
+    def evaluate(self, model, images, labels, setup: EvalSetup) -> dict[str, float]:
+        probs = self.probabilities(model, images, setup)
+        return probability_metrics(probs, labels)
+
+    def final_report(self, model, ds, setup: EvalSetup, run_dir: Path) -> dict[str, Any]:
+        from .. import runs
+        from ..metrics import evaluate_predictions, plot_confusion
+
+        probs = self.probabilities(model, ds.test_images, setup)
+        m = evaluate_predictions(probs, ds.test_labels, ds.num_classes, ds.classes)
+        plot_confusion(m["confusion"], ds.classes, run_dir / runs.CONFUSION)
+        return {"test_acc": m["acc"], "top5": m["top5"], "nll": m["nll"], "precision": m["precision"],
+                "recall": m["recall"], "f1": m["f1"], "bep": m["bep"]}
+
+    def describe(self, summary: dict[str, Any]) -> str:
+        return f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%)"
+
+    @staticmethod
+    def probabilities(model, images, setup: EvalSetup) -> torch.Tensor:
+        return predict_probs(model, images, setup.mean, setup.std, setup.runtime, setup.tta, setup.batch_size)
+
+
+def probability_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Test NLL and accuracy of predicted probabilities [N, K] against labels [N]."""
+    labels = labels.cpu()
+    nll = -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).mean().item()
+    acc = (probs.argmax(1) == labels).float().mean().item()
+    return {"test_loss": nll, "test_acc": acc}
