@@ -5,16 +5,20 @@
 
 Each model is measured at its native input (the size of the paper's table) with the paper's class
 count (1000 for ImageNet networks, 121 for the NDSB plankton networks, else 10), on PyTorch's meta
-device: nothing is allocated, so the whole table takes seconds. See cnnlab/models/info.py for how
-each figure is counted.
+device: nothing is allocated, so the whole table takes seconds (about 10 s on 2 cores, most of it
+torch's first meta-device forward). See cnnlab/models/info.py for how each figure is counted.
+tests/test_docs.py regenerates both tables and fails when docs/models.md differs.
 """
 from __future__ import annotations
 
 import argparse
 import re
+from functools import lru_cache
 from pathlib import Path
 
+from cnnlab.files import atomic_write_text
 from cnnlab.models import MODELS
+from cnnlab.models.catalog import default_input
 from cnnlab.models.info import human, model_report
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
@@ -48,12 +52,17 @@ PAPER = [
 
 
 def native(name: str) -> tuple[int, int, int]:
-    """(channels, side, classes) of a model's paper setting."""
-    meta = MODELS.entry(name).meta
-    side = meta.get("native_size") or max(28, meta.get("min_size", 1))
-    channels = meta.get("native_channels", 3 if side >= 32 else 1)
+    """(channels, side, classes) of a model's paper setting: the input `cnnlab models` lists it at."""
+    channels, side = default_input(name)
     classes = 121 if name.startswith("ndsb") else 1000 if side >= 112 else 10
     return channels, side, classes
+
+
+@lru_cache(maxsize=None)
+def _report(name: str, side: int, options: tuple[tuple[str, object], ...]) -> dict:
+    """model_report at the paper's channels and classes; cached: both tables measure some models alike."""
+    c, _, classes = native(name)
+    return model_report(name, c, side, num_classes=classes, batch_size=BATCH, **dict(options))
 
 
 def fmt(value: float, key: str) -> str:
@@ -70,7 +79,7 @@ def model_rows() -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in MODELS:
         c, side, classes = native(e.name)
-        d = model_report(e.name, c, side, num_classes=classes, batch_size=BATCH)
+        d = _report(e.name, side, ())
         rows.append(f"| `{e.name}` | {d['input']} | {classes} | {human(d['params'])} | {d['size_mb']:.1f} "
                     f"| {human(d['macs'])} | {d['complexity_vs_alexnet']:.3g}x | {d['activations_mb']:,.0f} "
                     f"| {d['peak_activation_mb']:,.0f} | {e.meta.get('source', '')} |")
@@ -81,29 +90,37 @@ def paper_rows() -> list[str]:
     rows = ["| model | input | figure | paper | measured | source |", "|---|---|---|---|---|---|"]
     for name, side, options, label, key, paper, where in PAPER:
         c, _, classes = native(name)
-        d = model_report(name, c, side, num_classes=classes, **options)
+        d = _report(name, side, tuple(sorted(options.items())))
         opts = "".join(f" {k}={v}" for k, v in options.items())
         rows.append(f"| `{name}`{opts} | {c}x{side}x{side} | {label} | {fmt(paper, key)} | {fmt(d[key], key)} "
                     f"| {where} |")
     return rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", action="store_true", help=f"replace the tables in {DOC}")
-    args = p.parse_args()
-    tables = {"model-table": "\n".join(model_rows()), "paper-table": "\n".join(paper_rows())}
-    if not args.write:
-        for text in tables.values():
-            print(text + "\n")
-        return
-    doc = DOC.read_text()
-    for tag, text in tables.items():
+def tables() -> dict[str, str]:
+    """The generated tables by marker name (``<!-- NAME:start -->`` ... ``<!-- NAME:end -->`` in the doc)."""
+    return {"model-table": "\n".join(model_rows()), "paper-table": "\n".join(paper_rows())}
+
+
+def fill(doc: str, generated: dict[str, str]) -> str:
+    """``doc`` with the text between each pair of markers replaced by its generated table."""
+    for tag, text in generated.items():
         pattern = re.compile(rf"(<!-- {tag}:start -->\n).*?(<!-- {tag}:end -->)", re.S)
         if not pattern.search(doc):
             raise SystemExit(f"{DOC}: markers <!-- {tag}:start/end --> not found")
         doc = pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), doc)
-    DOC.write_text(doc)
+    return doc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true", help=f"replace the tables in {DOC}")
+    args = p.parse_args()
+    if not args.write:
+        for text in tables().values():
+            print(text + "\n")
+        return
+    atomic_write_text(DOC, fill(DOC.read_text(), tables()))
     print(f"updated {DOC}")
 
 

@@ -41,8 +41,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         default = field_default(name)
         kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["help"]}
         if kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               **{**kw, "help": f"{kw['help']} (default: {default})"})
+            shown = f" (default: {default})" if default is not None else ""  # None: the help says what happens
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **{**kw, "help": kw["help"] + shown})
             continue
         if kind.startswith("dict"):
             group.add_argument(flag, action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE", **kw)
@@ -63,6 +63,9 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         from . import runs
 
+        if args.config:  # the saved config is the recipe; a second one would be silently ignored
+            raise CnnlabError("--config cannot be combined with --resume (the run's saved config.yaml is used; "
+                              "flags listed in docs/cli.md may still change it)")
         run_dir = runs.check_run_dir(args.resume)
         base = TrainConfig.from_yaml(run_dir / runs.CONFIG).to_dict()
         changed = sorted(k for k in given if k not in RESUME_OVERRIDABLE and given[k] != base.get(k))
@@ -78,6 +81,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         base = read_yaml(args.config)
         if not isinstance(base, dict):
             raise CnnlabError(f"{args.config}: expected a mapping of config keys")
+        base = {str(k).replace("-", "_"): v for k, v in base.items()}  # `model-options:` is `model_options`
     for k, v in given.items():  # flags override file values; dict options merge key by key
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
     return TrainConfig.from_dict(base, args.config or "flags")

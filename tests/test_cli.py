@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnlab.errors import CnnlabError
+
 
 def cnnlab(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], capture_output=True, text=True,
@@ -143,3 +145,20 @@ def test_predict_skips_unreadable_images_found_in_folders(trained_run, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "good.png" in r.stdout and "broken.png" not in r.stdout
     assert "warning: skipped" in r.stderr and "broken.png" in r.stderr
+
+
+def test_config_file_options_merge_with_flags_whatever_the_key_spelling(tmp_path):
+    from cnnlab.cli import _config_from_args, build_parser
+
+    (tmp_path / "c.yaml").write_text("model-options:\n  widths: [8, 8]\nbatch-size: 32\n")
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--model-options", "stem=conv"])
+    cfg = _config_from_args(args)
+    assert cfg.model_options == {"widths": [8, 8], "stem": "conv"} and cfg.batch_size == 32
+
+
+def test_resume_refuses_a_second_config_file(tmp_path):
+    from cnnlab.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--resume", str(tmp_path), "--config", str(tmp_path / "c.yaml")])
+    with pytest.raises(CnnlabError, match="--config cannot be combined with --resume"):
+        _config_from_args(args)

@@ -46,7 +46,7 @@ class FastNet(nn.Module):
         return self.head(self.dropout(x)) * self.head_scale
 
 
-@register_model("fastnet", "3-stage conv-BN net tuned for time-to-accuracy on small images",
+@register_model("fastnet", "conv-BN net (one stage per width, 4 by default) tuned for time-to-accuracy on small images",
                 source="cnnlab (benchmarks/mnist_time_to_accuracy.py)", min_size=8, native_size=28,
                 native_channels=1)
 def fastnet(num_classes: int, in_channels: int, image_size: int = 28, widths: tuple[int, ...] | str = (32, 48, 64, 96),
