@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from cnnlab import study
+from cnnlab.study import execute
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 
@@ -183,7 +184,7 @@ def test_aggregation_mean_std_paper_columns_and_report(tmp_path, monkeypatch):
                              "paper": {"a": {"test_acc": 79.5, "train_error": 3.0}},
                              "figures": [{"title": "Fig 1", "variants": ["a", "b"], "metric": "test_error"}],
                              "claims": ["b beats a"]})
-    monkeypatch.setattr(study, "_call_train", fake_trainer())
+    monkeypatch.setattr(execute, "_call_train", fake_trainer())
     result = study.run_study(spec, "full", out=tmp_path, log=lambda *a: None)
     rows = {r["variant"]: r for r in read_csv(result["csv"])}
     a_vals = [80.0, 81.0, 82.0]
@@ -211,7 +212,7 @@ def test_failed_variant_is_reported_and_retried(tmp_path, monkeypatch):
     spec = study.parse_spec({"name": "flaky", "base": {"data": "digits"},
                              "variants": [{"name": "a"}, {"name": "broken"}, {"name": "b"}]})
     calls: list[str] = []
-    monkeypatch.setattr(study, "_call_train", fake_trainer(fail={"broken"}, calls=calls))
+    monkeypatch.setattr(execute, "_call_train", fake_trainer(fail={"broken"}, calls=calls))
     result = study.run_study(spec, "full", out=tmp_path, log=lambda *a: None)
     assert calls == ["a-seed0", "broken-seed0", "b-seed0"]  # the others still ran
     assert [r.run.variant for r in result["failed"]] == ["broken"]
@@ -221,14 +222,14 @@ def test_failed_variant_is_reported_and_retried(tmp_path, monkeypatch):
     assert "exploded in broken" in result["report"].read_text()
     # re-running retries only the failed run; once it works the error is gone
     calls.clear()
-    monkeypatch.setattr(study, "_call_train", fake_trainer(calls=calls))
+    monkeypatch.setattr(execute, "_call_train", fake_trainer(calls=calls))
     result = study.run_study(spec, "full", out=tmp_path, log=lambda *a: None)
     assert calls == ["broken-seed0"] and not result["failed"]
     assert {r["status"] for r in read_csv(result["csv"])} == {"done"}
 
 
 def test_changed_config_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "_call_train", fake_trainer())
+    monkeypatch.setattr(execute, "_call_train", fake_trainer())
     spec = study.parse_spec({"name": "chg", "base": {"data": "digits", "lr": 0.1}, "variants": [{"name": "a"}]})
     study.run_study(spec, "full", out=tmp_path, log=lambda *a: None)
     spec.base["lr"] = 0.3

@@ -1,0 +1,153 @@
+"""The dry run (``--dry-run``): every planned run with its settings and status, and a rough time
+estimate measured from a few training steps of its model at its input size on this machine.
+
+Dataset sizes come from the dataset registry's numbers (:class:`cnnlab.data.base.DatasetSpec`),
+so nothing is loaded; a dataset of unknown size (a user's folder) gets no estimate.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Callable
+
+from ..config import TrainConfig
+from ..errors import CnnlabError
+from ..runs import SUMMARY
+from .metrics import format_seconds
+from .plan import Plan, PlannedRun, run_status
+
+# the input the model is measured on when the registry cannot say (a folder is resized to this)
+FALLBACK_CHANNELS, FALLBACK_SIZE, FALLBACK_CLASSES = 3, 32, 10
+
+
+def dataset_facts(cfg: TrainConfig) -> tuple[int | None, int | None, int, int, int]:
+    """(train images, test images, channels, side, classes) of a run, from the registry, without loading."""
+    from ..data import DATASETS
+
+    spec = DATASETS.get(cfg.data)
+    n_train, n_test = spec.train_size, spec.test_size
+    c = cfg.channels or spec.channels or FALLBACK_CHANNELS
+    side = cfg.image_size or spec.size or FALLBACK_SIZE
+    classes = spec.num_classes or FALLBACK_CLASSES
+    if n_train is not None and cfg.train_subset:
+        n_train = min(n_train, cfg.train_subset)
+    return n_train, n_test, c, side, classes
+
+
+def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, threads: int,
+                       cache: dict[Any, float]) -> float:
+    """Measure a few CPU/GPU training steps of the model at the run's input size (cached per model)."""
+    import torch
+
+    from ..models import create_model
+
+    # the activation, initialization and dropout hardly change the cost: measure once per architecture
+    shape_kwargs = {k: v for k, v in cfg.model_kwargs().items() if k not in ("act", "init", "dropout")}
+    key = (cfg.model, json.dumps(shape_kwargs, sort_keys=True, default=str), c, side, classes, threads, cfg.device)
+    if key in cache:
+        return cache[key]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+        model = create_model(cfg.model, classes, c, image_size=side, **cfg.model_kwargs()).to(device)
+        model.train()
+        b = max(2, min(cfg.batch_size, 16))
+        x = torch.randn(b, c, side, side, device=device)
+        y = torch.randint(0, classes, (b,), device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        step()  # the first step pays for allocation and kernel selection: not timed
+        t0 = time.perf_counter()
+        n = 1
+        for _ in range(n):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per = (time.perf_counter() - t0) / (n * b)
+    except CnnlabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a bad shape is a config problem of that variant
+        raise CnnlabError(f"model {cfg.model!r} with {cfg.model_kwargs()} on {c}x{side}x{side}: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    finally:
+        torch.set_num_threads(old)
+    cache[key] = per
+    return per
+
+
+def estimate_run(cfg: TrainConfig, threads: int, cache: dict[Any, float]) -> float | None:
+    """Seconds one run takes (training plus its evaluations), or None when the data size is unknown."""
+    n_train, n_test, c, side, classes = dataset_facts(cfg)
+    per = _seconds_per_image(cfg, c, side, classes, threads, cache)
+    if n_train is None:
+        return None
+    seconds = cfg.epochs * n_train * per
+    if n_test:
+        evals = math.ceil(cfg.epochs) // cfg.eval_every + 1
+        seconds += evals * n_test * per / 3  # a forward pass costs about a third of a training step
+    return seconds
+
+
+def _cost(plan: Plan, run: PlannedRun, status: str, measure: bool, cache: dict[Any, float],
+          problems: list[str]) -> tuple[str, float | None]:
+    """(the est. time column, seconds still to spend or None) of one run."""
+    if status == "done":
+        try:
+            ran = float(json.loads((run.run_dir / SUMMARY).read_text()).get("train_seconds") or 0)
+        except (OSError, ValueError):
+            ran = None
+        return f"{format_seconds(ran)} (ran)", 0.0
+    if not measure:
+        return "-", 0.0
+    try:
+        est = estimate_run(run.config, plan.threads, cache)
+    except CnnlabError as e:
+        problems.append(f"{run.variant}: {e}")
+        return "error", 0.0
+    return format_seconds(est), est
+
+
+def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = True) -> dict[str, Any]:
+    """The dry run: variants, seeds, key settings, status and estimated cost of each run."""
+    spec = plan.spec
+    cfg0 = plan.runs[0].config
+    log(f"study {spec.name} ({plan.budget} budget): {len(spec.variants)} variants x "
+        f"{len(plan.runs) // max(1, len(spec.variants))} seed(s) = {len(plan.runs)} runs -> {plan.study_dir}")
+    if spec.reproduces:
+        log(f"reproduces: {spec.reproduces}")
+    log(f"base: data {cfg0.data}, model {cfg0.model}, epochs {cfg0.epochs:g}, batch {cfg0.batch_size}, "
+        f"train_subset {cfg0.train_subset or 'all'}, opt {cfg0.opt} lr {cfg0.lr:g}, sched {cfg0.sched}; "
+        f"{plan.jobs} job(s) x {plan.threads} thread(s)")
+    rows = [("variant", "seed", "settings", "epochs", "train imgs", "status", "est. time")]
+    cache: dict[Any, float] = {}
+    total, unknown, problems = 0.0, 0, []
+    for run in plan.runs:
+        status = run_status(plan, run)
+        cost, est = _cost(plan, run, status, measure, cache, problems)
+        total += est or 0
+        unknown += est is None
+        try:
+            n_train = dataset_facts(run.config)[0]
+        except CnnlabError as e:
+            n_train = None
+            problems.append(f"{run.variant}: {e}")
+        rows.append((run.variant, str(run.seed), spec.variant(run.variant).settings(), f"{run.config.epochs:g}",
+                     str(n_train if n_train is not None else "?"), status, cost))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        log("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if measure:
+        more = f" (+{unknown} runs of unknown size)" if unknown else ""
+        log(f"estimated cost of the runs to do: {format_seconds(total)} of compute, about "
+            f"{format_seconds(total / plan.jobs)} wall time with --jobs {plan.jobs}{more} "
+            f"(measured from a few training steps; rough)")
+    for p in dict.fromkeys(problems):
+        log(f"problem: {p}")
+    return {"total_seconds": total, "problems": problems}

@@ -1,0 +1,128 @@
+"""The figures a study can report: how each is read from a run folder and how it is shown.
+
+A :class:`Metric` reads its raw value from a run's ``summary.json`` (final figures) or the
+last line of its ``metrics.jsonl`` (per-epoch figures) and converts it to display units:
+fractions become percentages, so the paper's numbers in a spec are written as the paper
+prints them. Spec parsing, the tables, the plots and the report all look metrics up here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import CnnlabError, suggest
+from ..runs import switch_epoch
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _pct(value: Any) -> float | None:
+    v = _num(value)
+    return None if v is None else 100.0 * v
+
+
+def _err(value: Any) -> float | None:
+    v = _num(value)
+    return None if v is None else 100.0 * (1.0 - v)
+
+
+def _last(rows: list[dict], key: str) -> Any:
+    for r in reversed(rows):
+        if r.get(key) is not None:
+            return r[key]
+    return None
+
+
+def _summary_or_last(key: str) -> Callable[[dict, list[dict]], Any]:
+    return lambda s, rows: s.get(key) if s.get(key) is not None else _last(rows, key)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reportable figure, in display units (fractions are shown as percentages)."""
+
+    key: str
+    label: str
+    raw: Callable[[dict, list[dict]], Any]  # (summary, metrics rows) -> raw value
+    convert: Callable[[Any], float | None] = _num
+    better: str = ""  # "higher", "lower" or "" (no best to mark)
+    digits: int = 2
+    per_epoch: str | None = None  # metrics.jsonl key for learning curves
+
+    def value(self, summary: dict, rows: list[dict]) -> float | None:
+        return self.convert(self.raw(summary, rows))
+
+    def epoch_value(self, row: dict) -> float | None:
+        return self.convert(row.get(self.per_epoch)) if self.per_epoch else None
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        if self.key == "params":
+            return f"{value:,.0f}"
+        return f"{value:.{self.digits}f}"
+
+
+def _m(key, label, raw, convert=_num, better="", digits=2, per_epoch=None) -> Metric:
+    return Metric(key, label, raw, convert, better, digits, per_epoch)
+
+
+_S = _summary_or_last
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    _m("test_acc", "Test acc (%)", _S("test_acc"), _pct, "higher", 2, "test_acc"),
+    _m("test_error", "Test error (%)", _S("test_acc"), _err, "lower", 2, "test_acc"),
+    _m("best_test_acc", "Best test acc (%)", _S("best_test_acc"), _pct, "higher"),
+    _m("best_test_error", "Best test error (%)", _S("best_test_acc"), _err, "lower"),
+    _m("train_acc", "Train acc (%)", lambda s, r: _last(r, "train_acc"), _pct, "higher", 2, "train_acc"),
+    _m("train_error", "Train error (%)", lambda s, r: _last(r, "train_acc"), _err, "lower", 2, "train_acc"),
+    _m("train_loss", "Train loss", lambda s, r: _last(r, "train_loss"), _num, "lower", 4, "train_loss"),
+    _m("test_loss", "Test loss", lambda s, r: _last(r, "test_loss"), _num, "lower", 4, "test_loss"),
+    _m("nll", "Test NLL", _S("nll"), _num, "lower", 4),
+    _m("top5", "Top-5 acc (%)", _S("top5"), _pct, "higher"),
+    _m("precision", "Precision (%)", _S("precision"), _pct, "higher"),
+    _m("recall", "Recall (%)", _S("recall"), _pct, "higher"),
+    _m("f1", "F1 (%)", _S("f1"), _pct, "higher"),
+    _m("bep", "BEP (%)", _S("bep"), _pct, "higher"),
+    _m("train_seconds", "Train time (s)", _S("train_seconds"), _num, "lower", 1, "elapsed"),
+    _m("images_per_second", "Images/s", _S("images_per_second"), _num, "higher", 0, "images_per_second"),
+    _m("params", "Params", _S("params"), _num, "", 0),
+    _m("epochs", "Epochs", _S("epochs"), _num, "", 0),
+    _m("lr", "Final lr", lambda s, r: _last(r, "lr"), _num, "", 5, "lr"),
+    # the Adam->SGD switch (SADIE Sec. 3.3): where it fired and the learned SGD rate Lambda
+    _m("switch_epoch", "Switch epoch", lambda s, r: (switch_epoch(r) or {}).get("epoch"), _num, "", 0),
+    _m("switch_step", "Switch step", lambda s, r: _last(r, "switch_step"), _num, "", 0),
+    _m("sgd_lr", "Learned SGD lr", lambda s, r: _last(r, "sgd_lr"), _num, "", 4, "sgd_lr_now"),
+)}
+CURVE_METRICS = [k for k, m in METRICS.items() if m.per_epoch and k != "train_seconds"]
+CURVE_X = {"epoch": "epoch", "step": "optimizer step", "elapsed": "training seconds"}
+DEFAULT_METRICS = ["test_acc", "best_test_acc", "f1", "train_seconds", "images_per_second", "params"]
+DEFAULT_CURVES = ["test_acc", "train_loss"]
+
+
+def metric(name: str, where: str = "metric") -> Metric:
+    """The metric called ``name``, or an error naming ``where`` it was asked for."""
+    if name not in METRICS:
+        hint = suggest(name, METRICS)
+        raise CnnlabError(f"{where}: unknown metric {name!r}{f' ({hint})' if hint else ''}; "
+                          f"choose from {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def format_seconds(s: float | None) -> str:
+    """A duration for log lines and the dry-run plan: seconds, minutes or hours, whichever reads best."""
+    if s is None:
+        return "?"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
