@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .errors import CnnlabError
+from .errors import CnnlabError, first_line
 from .files import atomic_write
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, or one holding objects we refuse to unpickle
-        raise CnnlabError(f"{path}: not a readable cnnlab checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise CnnlabError(f"{path}: not a readable cnnlab checkpoint ({type(e).__name__}: {first_line(e)})") from None
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -17,6 +17,7 @@ This module imports no torch: ``cnnlab --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import CnnlabError, unknown_names
+from .errors import CnnlabError, first_line, unknown_names
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -151,7 +152,7 @@ class TrainConfig:
     compile: bool = _engine(False, "torch.compile the model (slow start, faster steps)")
     device: str = _engine("auto", "where to train", choices=DEVICES, result=False)
     threads: int | None = _engine(None, "CPU threads for torch", result=False, rule=at_least(1))
-    seed: int = _engine(0, "random seed")
+    seed: int = _engine(0, "random seed", rule=Rule(lambda v: 0 <= v < 2**32, "in [0, 2**32)"))  # numpy's range
     deterministic: bool = _engine(False, "use deterministic algorithms only")
     target_acc: float | None = _engine(None, "stop when test accuracy reaches this (percent or fraction)",
                                        rule=Rule(lambda v: 0 < v <= 100, "a percentage or fraction"))
@@ -283,9 +284,9 @@ def _coerce(value: Any, kind: str, where: str) -> Any:
                 raise ValueError
             return int(value)
         if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
+                raise ValueError  # inf / nan: no field means "forever" or "undefined"
+            return number
         if base == "str":
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
@@ -306,4 +307,4 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise CnnlabError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raise CnnlabError(f"{p}: not valid YAML: {first_line(e)}") from None

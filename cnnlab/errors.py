@@ -31,3 +31,10 @@ def unknown_names(names: Iterable[object], choices: Iterable[str], quote: bool =
     choices = list(choices)
     shown = repr if quote else str
     return ", ".join(f"{shown(k)} ({hint})" if (hint := suggest(k, choices)) else shown(k) for k in names)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty
+    (some libraries raise bare ``EOFError()``: an error message must never itself crash)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

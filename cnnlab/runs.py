@@ -34,7 +34,7 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CnnlabError(f"{path}: not found") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
         raise CnnlabError(f"{path}: not valid JSON ({e})") from None
 
 
@@ -50,16 +50,19 @@ def write_meta(run_dir: Path, cfg: Any, ds: Any) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch lines; a torn last line (crash mid-write) is ignored."""
+    """The per-epoch rows. A torn or damaged line (a crash mid-write, an edit) is skipped, never the
+    valid rows after it; a row is a JSON object with an integer ``epoch``."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except ValueError:  # a torn or damaged line: skip it, keep the rows around it
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
     return rows
 
 

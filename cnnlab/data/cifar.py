@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, first_line
 from .base import ArrayDataset, DatasetSpec, candidate_dirs, channel_stats, default_cache_dir, register_dataset
 from .download import Resource, fetch_resources, safe_extract_tar, verify_md5, where_to_put
 
@@ -91,9 +91,10 @@ def read_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = RestrictedUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError) as e:
-        # UnpicklingError also covers refused globals; the others come from truncated or foreign files
-        raise CnnlabError(f"{path}: not a valid CIFAR pickle ({e})") from e
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - any failure to unpickle means a foreign or damaged file
+        # UnpicklingError also covers refused globals; the others (EOFError, OverflowError from a
+        # forged frame length, MemoryError, ...) come from truncated, foreign or hostile files
+        raise CnnlabError(f"{path}: not a valid CIFAR pickle ({type(e).__name__}: {first_line(e)})") from None
     if not isinstance(obj, dict):
         raise CnnlabError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj

@@ -11,6 +11,7 @@ reverse). Parsing uses ``np.frombuffer`` on the decompressed bytes: loading all
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from functools import partial
 from pathlib import Path
@@ -75,7 +76,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         raise CnnlabError(f"{path}: not an IDX file of unsigned bytes with {ndim} dimension(s) "
                           f"(magic number {data[:4].hex() or 'missing'}, expected 0000{IDX_UBYTE:02x}{ndim:02x})")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # Python ints: a hostile header cannot overflow int64
     if len(data) != expected:
         raise CnnlabError(f"{path}: the header announces dimensions {dims} ({expected} bytes) but the file has "
                           f"{len(data)} bytes; it is truncated or corrupt, delete it and download it again")
@@ -136,8 +137,9 @@ def load_idx_dataset(name: str, data_dir: Path | None = None, download: bool = T
                               f"(expected 0..{len(CLASSES[name]) - 1})")
         splits[split] = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
     (tr_x, tr_y), (te_x, te_y) = splits["train"], splits["test"]
-    if len(tr_x) == 0:
-        raise CnnlabError(f"{paths[SPLIT_FILES['train'][0]]}: contains no images")
+    for split, (x, _) in splits.items():  # an empty split would report "accuracy 0.00%" as if measured
+        if len(x) == 0:
+            raise CnnlabError(f"{paths[SPLIT_FILES[split][0]]}: contains no images")
     mean, std = channel_stats(tr_x)
     return ArrayDataset(name, tr_x, tr_y, te_x, te_y, list(CLASSES[name]), mean, std, flip_ok=FLIP_OK[name],
                         extra={"files": {f: str(p) for f, p in paths.items()}})
