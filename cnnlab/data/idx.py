@@ -80,7 +80,11 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) != expected:
         raise CnnlabError(f"{path}: the header announces dimensions {dims} ({expected} bytes) but the file has "
                           f"{len(data)} bytes; it is truncated or corrupt, delete it and download it again")
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()  # copy: writable for torch
+    try:
+        return np.frombuffer(data, np.uint8, offset=header).reshape(dims).copy()  # copy: writable for torch
+    except ValueError as e:  # e.g. dimensions (0, 3e9, 3e9): no bytes, but a shape numpy cannot hold
+        raise CnnlabError(f"{path}: the header announces dimensions {dims}, which no IDX image file has "
+                          f"({e}); it is truncated or corrupt, delete it and download it again") from None
 
 
 def _find_file(folder: Path, name: str) -> Path | None:
