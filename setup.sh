@@ -19,7 +19,16 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
 fi
 if [ "${1:-}" = "test" ]; then
   pip_install -e ".[test]"
-  "$VENV/bin/python" -c "import cnnlab, pytest" >/dev/null
+  # the test extra brings the export and serve extras (onnx, onnxruntime, FastAPI): fail here if they did not install
+  "$VENV/bin/python" -c "import cnnlab, pytest, onnx, onnxscript, onnxruntime, fastapi, uvicorn, python_multipart" >/dev/null
+  # tests/test_serve.py drives the web page in a headless Chromium and is skipped without one. CI (CI=true) installs
+  # Debian's package when it can (root and apt-get; about a minute); elsewhere CNNLAB_INSTALL_BROWSER=1 asks for it.
+  if { [ "${CI:-}" = "true" ] || [ "${CNNLAB_INSTALL_BROWSER:-}" = "1" ]; } && ! command -v chromium >/dev/null \
+      && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing chromium (apt-get) for the browser test ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "could not install chromium: the browser test will be skipped"
+  fi
   shift
   exec "$VENV/bin/python" -m pytest "$@"
 fi

@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: train | eval | predict | models | datasets | study.
+"""The ``cnnlab`` command: train | eval | predict | export | serve | features | models | datasets | study.
 
 Every subcommand is a thin layer over a plain Python call. User mistakes raise
 :class:`CnnlabError`; ``main`` prints them as one line and exits with status 2.
@@ -104,14 +104,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_run
 
     evaluate_run(args.run, data=args.data, data_dir=args.data_dir, tta=args.tta, device=args.device,
-                 batch_size=args.batch_size, as_json=args.json)
+                 batch_size=args.batch_size, as_json=args.json, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed,
+                 denoiser=args.denoiser, output=args.output, overwrite=args.overwrite)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict_files
 
-    predict_files(args.run, args.paths, top_k=args.top_k, tta=args.tta, device=args.device, as_json=args.json)
+    predict_files(args.run, args.paths, top_k=args.top_k, tta=args.tta, device=args.device, as_json=args.json,
+                  backend=args.backend, batch_size=args.batch_size, csv_path=args.csv, weights=args.weights,
+                  collect=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    record = export_run(args.run, fmt=args.format, weights=args.weights, opset=args.opset, int8=args.int8,
+                        out=args.out, data_dir=args.data_dir, tolerance=args.tolerance,
+                        min_agreement=args.min_agreement, parity_images=args.parity_images,
+                        calibration_images=args.calibration_images, quiet=args.json)
+    if args.json:
+        print(json.dumps(record))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.source, host=args.host, port=args.port, backend=args.backend, device=args.device,
+          weights=args.weights, max_upload_bytes=args.max_upload_bytes, max_pixels=args.max_pixels,
+          max_images=args.max_images, max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+          top_k=args.top_k)
     return 0
 
 
@@ -122,6 +147,13 @@ def cmd_models(args: argparse.Namespace) -> int:
         print_model_info(args.info, args.input, args.num_classes, args.batch_size, dict(args.model_options or []))
     else:
         print_model_table()
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .viz import show_features
+
+    print(show_features(args.run, args.image, args.layer, args.out, args.device))
     return 0
 
 
@@ -163,16 +195,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("-b", "--batch-size", type=int, default=1024)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--corrupt", metavar="KIND:LEVEL",
+                   help="evaluate on a corrupted copy of the test split: salt-pepper:P (a fraction P of the pixels "
+                        "black or white), replace:P (random values), gaussian:S (noise std S); docs/two-stage.md")
+    p.add_argument("--corrupt-seed", type=int, default=0, help="seed of the corruption (default: 0)")
+    p.add_argument("--denoiser", metavar="RUN_DIR",
+                   help="pass the test images through this (denoising) autoencoder run first")
+    p.add_argument("--output", metavar="NAME", help="name of this evaluation: it goes to RUN/evals/NAME.json "
+                   "(default with --corrupt/--denoiser: derived from them; never the run's own eval.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing evals/NAME.json")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="top-k classes for image files or folders")
-    p.add_argument("run", help="run folder")
+    p = sub.add_parser("predict", help="top-k classes for image files or folders",
+                       description="Top-k classes of images, decoded as the run's training data, streamed in batches "
+                                   "(memory stays that of one batch); unreadable files in folders are skipped with a "
+                                   "warning naming them. See docs/deploy.md.")
+    p.add_argument("run", metavar="SOURCE", help="run folder, or a .onnx / .pt2 file from `cnnlab export`")
     p.add_argument("paths", nargs="+", help="image files or folders of images")
     p.add_argument("-k", "--top-k", type=int, default=5)
-    p.add_argument("--tta", choices=TTA_MODES, default="none")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="test-time augmentation (exported models: none or flip)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="auto: PyTorch for a run folder or .pt2, onnxruntime for .onnx; onnxruntime with a run "
+                        "folder uses its exported model.onnx")
+    p.add_argument("-b", "--batch-size", type=int, default=64, help="images decoded and predicted at a time")
+    p.add_argument("--weights", choices=("auto", "final", "last", "best"), default="auto",
+                   help="a run folder's weights: auto = final, else the last checkpoint")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--csv", metavar="OUT", help="also write the results to this CSV file")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run to ONNX or torch.export (.pt2), optionally int8; parity-checked",
+                       description="Write a deployable file that takes uint8 images [batch, C, H, W] and returns "
+                                   "class probabilities (normalization inside the graph), check it against PyTorch on "
+                                   "the run's test images and record the check in export.json beside it. "
+                                   "See docs/deploy.md.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    p.add_argument("--weights", choices=("final", "last", "best"), default="final",
+                   help="final: model.safetensors; last: checkpoint.pt; best: not kept by runs yet (an error)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's own, 18)")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization (onnxruntime), calibrated on "
+                   "training images; reports accuracy, size and latency before and after")
+    p.add_argument("--out", metavar="FILE", help="where to write (default: RUN/model.onnx, RUN/model.int8.onnx, "
+                   "RUN/model.pt2)")
+    p.add_argument("--data-dir", help="folder holding the run's dataset (for the parity check and calibration)")
+    p.add_argument("--tolerance", type=float, help="largest allowed |p_exported - p_torch| (default 1e-3; "
+                   "int8: not checked)")
+    p.add_argument("--min-agreement", type=float, help="smallest allowed top-1 agreement with PyTorch "
+                   "(default 0.99; int8: 0.90)")
+    p.add_argument("--parity-images", type=int, default=256, help="test images the parity check runs")
+    p.add_argument("--calibration-images", type=int, default=256, help="training images that calibrate int8")
+    p.add_argument("--json", action="store_true", help="print the export record as one JSON line")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="HTTP prediction server with a web page (POST /predict, GET /health, /model)",
+                       description="Serve a run folder or an exported file over HTTP: a page at /, POST /predict "
+                                   "(image upload or JSON pixel arrays), GET /health, GET /model. See docs/deploy.md.")
+    p.add_argument("source", metavar="SOURCE", help="run folder, or a .onnx / .pt2 file from `cnnlab export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto", help="as for predict")
+    p.add_argument("--weights", choices=("auto", "final", "last", "best"), default="auto",
+                   help="a run folder's weights")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    from . import serve as limits  # constants only: cnnlab.serve imports torch and FastAPI when serving
+
+    p.add_argument("-k", "--top-k", type=int, default=5, help="classes per image unless the request says top_k")
+    p.add_argument("--max-upload-bytes", type=int, default=limits.MAX_UPLOAD_BYTES,
+                   help="largest request body in bytes; larger gets 413 (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=limits.MAX_PIXELS,
+                   help="largest image, width x height; larger gets 413 before decoding (default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=limits.MAX_IMAGES,
+                   help="most images in one request (default: %(default)s)")
+    p.add_argument("--max-concurrency", type=int, default=limits.MAX_CONCURRENCY,
+                   help="predictions computing at once (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=limits.MAX_QUEUE,
+                   help="requests waiting for a slot; more get 503 at once (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list models with parameters and size, or cost figures of one")
     p.add_argument("--info", metavar="NAME", help="cost figures of one model")
@@ -182,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-options", action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE",
                    help="model options for --info, e.g. groups=2")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("features", help="draw a layer's feature maps for one image (PNG grid, up to 64 maps)",
+                       description="What a layer sees (sadie Fig. 6): the run's model on one image, the first 64 "
+                                   "channels of one layer's output as grey images.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("image", help="image file, preprocessed as the run's training data")
+    p.add_argument("--layer", required=True, metavar="NAME",
+                   help="layer name as `cnnlab models --info MODEL` lists it, e.g. blocks.3")
+    p.add_argument("--out", metavar="PNG", help="where to write the grid (default: RUN/features/IMAGE-LAYER.png)")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("datasets", help="list datasets and whether their files are present")
     p.add_argument("--data-dir", help="also look for files here")

@@ -53,6 +53,12 @@ def fraction(closed: bool = False) -> Rule:
     return Rule((lambda v: 0 <= v <= 1) if closed else (lambda v: 0 <= v < 1), "in [0, 1]" if closed else "in [0, 1)")
 
 
+def _is_fold(text: str) -> bool:
+    """``"I/K"`` with 1 <= I <= K and K >= 2 (``--cv-fold``)."""
+    i, sep, k = str(text).partition("/")
+    return bool(sep) and i.strip().isdigit() and k.strip().isdigit() and 1 <= int(i) <= int(k) and int(k) >= 2
+
+
 def one_of(choices: tuple[str, ...]) -> Rule:
     return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
 
@@ -101,6 +107,17 @@ class TrainConfig:
     data_options: dict[str, Any] = _data(help="extra dataset options, KEY=VALUE (repeatable)", factory=dict)
     train_subset: int | None = _data(None, "train on the first N training images only", rule=at_least(1))
     test_subset: int | None = _data(None, "evaluate on the first N test images only", rule=at_least(1))
+    cv_fold: str | None = _data(None, "k-fold cross-validation: I/K trains on the training split minus its fold I "
+                                      "of K (stratified, fixed folds) and evaluates on that fold instead of the test "
+                                      "split", rule=Rule(lambda v: _is_fold(v), "I/K with 1 <= I <= K and K >= 2"))
+    input_scaling: str = _data("standard", "input scaling fitted on the training split: standard (per-channel "
+                                           "mean/std), minmax[:lo,hi] (subtract the mean image, then MinMax to "
+                                           "[lo, hi], default [0, 1]; docs/two-stage.md) or none (pixels / 255)")
+    features_from: str | None = _data(None, "train on the codes of this finished autoencoder run (frozen encoder, "
+                                            "codes computed once); eval/predict then go through its encoder "
+                                            "(docs/two-stage.md)")
+    denoiser: str | None = _data(None, "with --features-from: pass the images through this (denoising) "
+                                       "autoencoder run first, in training, eval and predict")
     # model
     model: str = _model("fastnet", "model name (see `cnnlab models`)", short="-m")
     act: str | None = _model(None, "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)")
@@ -110,6 +127,11 @@ class TrainConfig:
     dropout: float | None = _model(None, "dropout probability where the model places dropout", rule=fraction())
     model_options: dict[str, Any] = _model(help="extra model options, KEY=VALUE (repeatable), e.g. widths=16,32",
                                            factory=dict)
+    head: str | None = _model(None, "output head replacing the model's final linear classifier: linear, or energy "
+                                    "(SADIE's free-energy head, docs/sadie.md); default: the model's own",
+                              choices=("linear", "energy"))
+    head_options: dict[str, Any] = _model(help="output head options, KEY=VALUE (repeatable), e.g. hidden=64 "
+                                               "units=relu", factory=dict)
     # optimization
     objective: str = _optim("classify", "training objective (loss and metrics): classify = softmax cross-entropy")
     epochs: float = _optim(10, "epochs to train; fractions allowed (the run stops after "
@@ -131,6 +153,12 @@ class TrainConfig:
     sched_options: dict[str, Any] = _optim(help="extra schedule options, KEY=VALUE (repeatable), e.g. gamma=0.7",
                                            factory=dict)
     label_smoothing: float = _optim(0.0, "label smoothing of the cross-entropy target", rule=fraction())
+    pretrain_epochs: int = _optim(0, "epochs of greedy layer-wise pre-training per layer before fine-tuning, for "
+                                     "models with a pre-training stage (dbn: RBMs by contrastive divergence)",
+                                  rule=at_least(0))
+    pretrain_lr: float = _optim(0.01, "learning rate of the pre-training stage (same optimizer kind as --opt)",
+                                rule=above(0))
+    cd_k: int = _optim(1, "Gibbs steps k of contrastive divergence (CD-k) in RBM pre-training", rule=at_least(1))
     clip_grad: float | None = _optim(None, "clip the gradient norm to this value", rule=above(0))
     ema: float | None = _optim(None, "keep an exponential moving average of the weights with this decay "
                                      "(e.g. 0.999) and evaluate it", rule=Rule(lambda v: 0 < v < 1, "a decay in (0, 1)"))
@@ -212,11 +240,13 @@ class TrainConfig:
         return self.target_acc / 100 if self.target_acc > 1 else self.target_acc
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Options for the model builder: model_options plus the act/norm/init/dropout shortcuts when set."""
+        """Options for the model builder: model_options plus the act/norm/init/dropout/head shortcuts when set."""
         kw = dict(self.model_options)
-        for k in ("act", "norm", "init", "dropout"):
+        for k in ("act", "norm", "init", "dropout", "head"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
+        if self.head_options:
+            kw["head_options"] = {**kw.get("head_options", {}), **self.head_options}
         return kw
 
 

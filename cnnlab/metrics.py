@@ -204,6 +204,15 @@ def precision_recall_f1(confusion: Any) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
 
 
+def f1_of_macro(precision: float, recall: float) -> float:
+    """Eq. 4.3 applied to the macro-averaged precision and recall (SADIE Table 3's F1); 0 when both are 0.
+
+    Not the macro F1 (the mean of per-class F1 values, ``evaluate_predictions``' ``f1``), which
+    is never larger.
+    """
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
 def break_even_point(scores: Any, is_positive: Any) -> float:
     """Precision-recall break-even point (SADIE eq. 4.4) of one binary scoring.
 
@@ -320,8 +329,7 @@ def format_report(metrics: dict[str, Any]) -> str:
     if "nll" in metrics:
         lines.append(f"log-loss (NLL)  {metrics['nll']:.4f}")
     if p is not None and r is not None:
-        f1_of_means = 2 * p * r / (p + r) if p + r > 0 else 0.0
-        lines.append(f"F1 of macro P,R {f1_of_means:.4f}  (harmonic mean of the macro P and R, as in SADIE Table 3)")
+        lines.append(f"F1 of macro P,R {f1_of_macro(p, r):.4f}  (harmonic mean of the macro P and R, as in SADIE Table 3)")
     cm = metrics.get("confusion")
     if cm:
         lines += ["", "confusion matrix (rows = true, columns = predicted):", _format_confusion(cm, names)]

@@ -8,6 +8,9 @@ Layout::
     summary.json       final figures (written last: its presence marks a finished run)
     curves.png         loss and accuracy per epoch
     confusion.png      confusion matrix of the final evaluation
+    reconstructions.png  autoencoders: test images and their reconstructions (denoising.png: at 0-50% noise)
+    pretrain.pt, pretrain.jsonl, pretrain.png  a pre-training stage (dbn): its checkpoint, metrics per epoch, curves
+    evals/<name>.json  `cnnlab eval --corrupt/--denoiser/--output`: never the run's own eval.json
     checkpoint.pt      latest full training state (torch.load(weights_only=True))
     model.safetensors  final weights (EMA weights when EMA is on)
 """
@@ -23,6 +26,9 @@ from .errors import CnnlabError
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
 CHECKPOINT, WEIGHTS, CURVES, CONFUSION = "checkpoint.pt", "model.safetensors", "curves.png", "confusion.png"
+RECONSTRUCTIONS, DENOISING = "reconstructions.png", "denoising.png"  # reconstruct objective (autoencoders)
+PRETRAIN_CHECKPOINT, PRETRAIN_METRICS, PRETRAIN_CURVES = "pretrain.pt", "pretrain.jsonl", "pretrain.png"
+EVALS = "evals"  # named evaluations (cnnlab eval --corrupt/--denoiser/--output): evals/<name>.json
 
 
 def default_run_name(data: str, model: str) -> str:
@@ -42,17 +48,51 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
-def write_meta(run_dir: Path, cfg: Any, ds: Any) -> None:
-    """meta.json: what inference needs to rebuild the model and preprocess inputs exactly as in training."""
+def write_meta(run_dir: Path, cfg: Any, ds: Any, extra: dict[str, Any] | None = None) -> None:
+    """meta.json: what inference needs to rebuild the model and preprocess inputs exactly as in training.
+
+    ``mean``/``std`` are the input scaling (cnnlab.data.scaling); ``extra`` adds facts of the run's kind,
+    e.g. ``features``: the autoencoder a two-stage classifier depends on (cnnlab.two_stage).
+    """
     write_json(Path(run_dir) / META, {
         "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data, "classes": ds.classes,
-        "in_channels": ds.in_channels, "image_size": ds.image_size[0], "mean": list(ds.mean), "std": list(ds.std)})
+        "in_channels": ds.in_channels, "image_size": ds.image_size[0], "mean": list(ds.mean), "std": list(ds.std),
+        "input_scaling": cfg.input_scaling, **(extra or {})})
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch rows. A torn or damaged line (a crash mid-write, an edit) is skipped, never the
-    valid rows after it; a row is a JSON object with an integer ``epoch``."""
-    path = Path(run_dir) / METRICS
+def load_model(run_dir: Path, meta: dict[str, Any] | None = None):
+    """Rebuild a run's model (on the CPU) from ``meta.json`` and its weights: the final weights, else the
+    last checkpoint's (its EMA weights when the run keeps an average)."""
+    from .checkpoint import load_checkpoint, load_weights
+    from .models import create_model
+
+    run_dir = Path(run_dir)
+    meta = meta if meta is not None else read_json(run_dir / META)
+    model = create_model(meta["model"], len(meta["classes"]), meta["in_channels"], image_size=meta["image_size"],
+                         **meta["model_options"])
+    if (run_dir / WEIGHTS).exists():
+        state = load_weights(run_dir / WEIGHTS)
+    elif (run_dir / CHECKPOINT).exists():
+        ckpt = load_checkpoint(run_dir / CHECKPOINT)
+        state = ckpt["model"] if ckpt.get("ema") is None else _ema_weights(ckpt["ema"])
+    else:
+        raise CnnlabError(f"{run_dir}: no {WEIGHTS} or {CHECKPOINT} to load")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CnnlabError(f"{run_dir}: weights do not match model {meta['model']!r} ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def _ema_weights(ema_state: dict[str, Any]) -> dict[str, Any]:
+    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
+def read_metrics(run_dir: Path, name: str = METRICS) -> list[dict[str, Any]]:
+    """The per-epoch rows (of ``name``: metrics.jsonl, or pretrain.jsonl). A torn or damaged line (a
+    crash mid-write, an edit) is skipped, never the valid rows after it; a row is a JSON object with
+    an integer ``epoch``."""
+    path = Path(run_dir) / name
     if not path.exists():
         return []
     rows = []
@@ -66,9 +106,9 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl atomically (keeps it consistent with the checkpoint on resume)."""
-    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r, default=float) + "\n" for r in rows))
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]], name: str = METRICS) -> None:
+    """Rewrite metrics.jsonl (or ``name``) atomically (keeps it consistent with the checkpoint on resume)."""
+    atomic_write_text(Path(run_dir) / name, "".join(json.dumps(r, default=float) + "\n" for r in rows))
 
 
 def check_run_dir(path: str | Path) -> Path:

@@ -4,8 +4,10 @@
 optimizer, schedule, gradient scaler, EMA weights); its ``state_dict()`` /
 ``load_state_dict()`` are the only place that lists them, so saving and restoring a
 checkpoint cannot drift apart. :class:`Progress` is the counters that persist. The
-loader needs no state of its own: its shuffling and augmentation draw from torch's
-global RNG, which the checkpoint saves (:func:`cnnlab.checkpoint.rng_state`).
+objective's own state (e.g. persistent Markov chains; most objectives have none) is saved
+with the parts under ``"objective"``; a checkpoint written before that key existed restores
+as an empty state. The loader needs no state of its own: its shuffling and augmentation
+draw from torch's global RNG, which the checkpoint saves (:func:`cnnlab.checkpoint.rng_state`).
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ class TrainingParts:
     # what the loop calls: the model itself, or its DDP / torch.compile wrapper (not saved: it
     # shares the model's parameters)
     forward: torch.nn.Module | None = None
+    # the objective, for the state some objectives keep between steps (Objective.state_dict: e.g.
+    # persistent Markov chains); None: nothing of the objective is saved
+    objective: Any = None
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -63,7 +68,8 @@ class TrainingParts:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "objective": self.objective.state_dict() if self.objective is not None else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -73,3 +79,5 @@ class TrainingParts:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.objective is not None:  # checkpoints written before objectives had state hold none
+            self.objective.load_state_dict(state.get("objective") or {})

@@ -3,9 +3,11 @@
 Read top to bottom, it is the whole recipe, in the order it runs:
 
 1. open the run folder (or reopen it with ``resume``), resolve device and precision, seed;
-2. build the parts: data (loaded once, :mod:`cnnlab.data.prepare`), model, objective
-   (loss and metrics, :mod:`cnnlab.objectives`), optimizer and schedule, EMA, scaler;
-3. restore them from the checkpoint when resuming;
+2. build the parts: data (loaded once, :mod:`cnnlab.data.prepare`; for a two-stage run, the
+   codes of a frozen autoencoder, :mod:`cnnlab.two_stage`), model, objective (loss and
+   metrics, :mod:`cnnlab.objectives`), optimizer and schedule, EMA, scaler;
+3. restore them from the checkpoint when resuming; run a model's pre-training stage
+   (a deep belief net's RBMs, :mod:`cnnlab.pretrain`) before fine-tuning begins;
 4. loop over epochs: :func:`train_one_epoch`, :func:`evaluate` on the test split, then the
    end of the epoch (metrics row, checkpoint, log line);
 5. finish: the objective's full report, weights, plots and ``summary.json`` (written last).
@@ -37,7 +39,10 @@ from .models import count_parameters, create_model
 from .models.registry import model_size_mb
 from .objectives import EvalSetup, Objective, create_objective
 from .optim import create_optimizer, create_scheduler, momentum_options, resolve_epoch_options
+from .pretrain import check_stage, pretrain
+from .pretrain import total_seconds as pretrain_seconds
 from .state import Progress, TrainingParts
+from .two_stage import encode_dataset
 
 
 def train(config: TrainConfig | dict, resume: bool = False,
@@ -81,11 +86,22 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
 
     # ---- 2. build the parts
     ds = prepare_data(cfg)
+    features = None
+    if cfg.features_from or cfg.denoiser:  # two-stage: a frozen autoencoder's codes, computed once
+        # a restarted run (also one stopped before its first checkpoint) keeps the autoencoder it recorded
+        recorded = runs.read_json(run_dir / runs.META).get("features") if resume and (run_dir / runs.META).exists() \
+            else None
+        ds, features = encode_dataset(cfg, ds, runtime, run_dir, expect=recorded)
     objective = create_objective(cfg)
+    objective.prepare(ds)  # e.g. a denoising objective learns the input scaling, to corrupt pixels
     if cfg.target_acc is not None and objective.headline != "test_acc":
         raise CnnlabError(f"--target-acc needs an objective that reports test accuracy, not {cfg.objective!r}")
     model = build_model(cfg, ds, runtime)
+    check_stage(cfg, model)
     augment = AugmentConfig.from_config(cfg, flip=ds.flip_ok if cfg.flip is None else cfg.flip)
+    if features is not None and (augment.enabled or cfg.tta != "none"):
+        raise CnnlabError("--features-from: the classifier sees codes, not images, so augmentation and --tta "
+                          "do not apply (give them to the autoencoder run instead)")
     loader = BatchLoader(ds.train_images, ds.train_labels, cfg.batch_size, ds.mean, ds.std, device,
                          shuffle=True, augment=augment, channels_last=cfg.channels_last,
                          rank=dist_info.rank, world_size=dist_info.world_size)
@@ -93,6 +109,8 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
     total_steps = max(1, round(cfg.epochs * steps_per_epoch))
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     parts = build_parts(cfg, model, runtime, steps_per_epoch, total_steps, dist_info)
+    objective.bind(model)  # e.g. the energy-hybrid objective finds the energy head's features
+    parts.objective = objective  # saved and restored with the parts (its Markov chains, if any)
     progress = Progress()
 
     # ---- 3. restore, or record what the run is
@@ -104,13 +122,18 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
         progress_rows = []
         if main:
             cfg.to_yaml(run_dir / runs.CONFIG)
-            runs.write_meta(run_dir, cfg, ds)
+            runs.write_meta(run_dir, cfg, ds, {"features": features} if features else None)
     params = count_parameters(model)
     ddp = f"; DDP x{dist_info.world_size} (global batch {loader.global_batch})" if dist_info.enabled else ""
     aug = f"; augment: {augment.describe()}" if augment.enabled else ""
     say(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.objective}; {cfg.opt} lr {cfg.lr}, "
         f"{cfg.sched}{aug}; {device.type} {runtime.precision}{' channels-last' if cfg.channels_last else ''}{ddp}; "
         f"run folder {run_dir}")
+
+    # ---- 3b. a pre-training stage (a deep belief net's RBMs), unless fine-tuning has begun: it has its
+    # own metrics and checkpoint (pretrain.jsonl, pretrain.pt) and continues from them on --resume
+    if cfg.pretrain_epochs and not resuming:
+        pretrain(cfg, model, ds, runtime.device, run_dir, dist_info, resume=resume, log=log)
 
     # ---- 4. the epochs
     target = cfg.target_fraction()
@@ -145,8 +168,16 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
             from None
 
     # ---- 5. finish
+    # which split the test_* figures come from: the test split, or a cross-validation fold (--cv-fold)
+    extra: dict[str, Any] = {"evaluated_on": ds.extra.get("evaluated_on", "test split")}
+    if cfg.pretrain_epochs:
+        extra["pretrain_seconds"] = pretrain_seconds(run_dir)
+    if features is not None:
+        extra["features"] = {"autoencoder": features["autoencoder"]["run"], "code_size": features["code_size"],
+                             "denoiser": (features["denoiser"] or {}).get("run"),
+                             "encode_seconds": features["encode_seconds"]}
     summary = finish_run(run_dir, cfg, ds, parts, objective, setup, progress, progress_rows, params,
-                         dist_info.world_size) if main else None
+                         dist_info.world_size, extra) if main else None
     summary = broadcast_object(summary, dist_info)
     say(f"{objective.describe(summary)} in {summary['train_seconds']:.1f}s of training, "
         f"{summary['images_per_second']:.0f} images/s -> {run_dir}")
@@ -326,9 +357,10 @@ def epoch_line(row: dict[str, Any], num_epochs: int) -> str:
 
 def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, parts: TrainingParts, objective: Objective,
                setup: EvalSetup, progress: Progress, rows: list[dict[str, Any]], params: int,
-               world_size: int = 1) -> dict[str, Any]:
+               world_size: int = 1, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Final evaluation with all metrics, weights, plots and summary.json (written last, so its
-    presence means the run finished)."""
+    presence means the run finished). ``extra``: facts of the run's kind (pre-training time, the
+    autoencoder of a two-stage run)."""
     model = parts.eval_model
     metrics = objective.final_report(model, ds, setup, run_dir)
     if objective.headline is not None:  # "best" is over the evaluated epochs and the final weights
@@ -341,7 +373,7 @@ def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, parts: Trainin
         "reached_target": progress.reached_target_at,
         "model": cfg.model, "dataset": cfg.data, "params": params, "size_mb": model_size_mb(model),
         "dtype": setup.runtime.precision, "device": str(setup.runtime.device), "world_size": world_size,
-        "tta": cfg.tta, "seed": cfg.seed, "run_dir": str(run_dir),
+        "tta": cfg.tta, "seed": cfg.seed, "run_dir": str(run_dir), **(extra or {}),
     }
     runs.write_json(run_dir / runs.SUMMARY, summary)
     return summary

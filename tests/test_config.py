@@ -58,14 +58,17 @@ BAD = [("image_size", 3), ("channels", 2), ("val_split", 1), ("val_split", 0), (
        ("translate", 1.0), ("rotate", 200), ("rotate", -1), ("scale", 1.5), ("noise", 1.5), ("salt_pepper", -0.1),
        ("cutout", -1), ("tta", "mirror"), ("precision", "fp8"), ("device", "tpu"), ("threads", 0),
        ("target_acc", 0), ("target_acc", 101), ("eval_every", 0), ("eval_batch_size", 0), ("name", "a/b"),
-       ("name", ".."), ("name", ""), ("save_every", 0), ("seed", -1), ("seed", 2**32)]
+       ("name", ".."), ("name", ""), ("save_every", 0), ("seed", -1), ("seed", 2**32),
+       ("pretrain_epochs", -1), ("pretrain_lr", 0), ("cd_k", 0), ("cv_fold", "4/3"),
+       ("cv_fold", "1/1"), ("cv_fold", "a/3"), ("head", "softmax")]
 GOOD = [("image_size", 4), ("channels", 3), ("val_split", 0.5), ("dropout", 0), ("train_subset", 1),
         ("test_subset", 1), ("epochs", 0.5), ("batch_size", 1), ("lr", 1e-4), ("weight_decay", 0),
         ("warmup_epochs", 0), ("label_smoothing", 0.1), ("clip_grad", 1.0), ("ema", 0.999), ("crop_padding", 4),
         ("translate", 0.1), ("rotate", 180), ("scale", 0.2), ("noise", 0.05), ("salt_pepper", 0.3), ("cutout", 8),
         ("tta", "flip-shift"), ("precision", "bf16"), ("device", "cpu"), ("threads", 1), ("target_acc", 99.5),
         ("target_acc", 0.995), ("eval_every", 2), ("eval_batch_size", 1), ("name", "my-run.2"), ("save_every", 5),
-        ("seed", 2**32 - 1)]
+        ("seed", 2**32 - 1), ("pretrain_epochs", 0), ("pretrain_lr", 0.1), ("cd_k", 5), ("head", "energy"),
+        ("cv_fold", "3/3")]
 
 
 def test_every_rule_has_a_bad_and_a_good_case():

@@ -34,7 +34,9 @@ def test_spec_parses_and_plans_at_every_budget(name, budget, tmp_path):
     assert {r.variant for r in p.runs} == {v.name for v in spec.variants}
     for r in p.runs:
         cfg = r.config
-        assert cfg.data == ("cifar10" if name == "adam-vs-momentum" and budget == "full" else "mnist")
+        # at the full budget adam-vs-momentum (efficient-cnn) and adam-sgd-switch (SADIE Fig. 9) run on CIFAR-10
+        on_cifar = budget == "full" and name in ("adam-vs-momentum", "adam-sgd-switch")
+        assert cfg.data == ("cifar10" if on_cifar else "mnist")
         assert cfg.data_dir == MNIST["data_dir"]
         if budget == "smoke":
             assert cfg.epochs <= 1 and cfg.train_subset is not None and cfg.train_subset <= 1000

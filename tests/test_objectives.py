@@ -38,11 +38,36 @@ def test_probability_metrics_nll_and_accuracy():
     assert m["test_loss"] == pytest.approx(-(torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.4))).item() / 2)
 
 
+def test_per_epoch_precision_recall_and_f1_of_macro_are_sadie_eq_4_1_to_4_3():
+    """Macro P and R over all classes (a never-predicted class counts as 0), F1 = 2PR/(P+R) of those averages."""
+    from cnnlab.metrics import evaluate_predictions
+
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    m = probability_metrics(probs, labels)
+    # class 0: predicted 3x, 2 right -> P 2/3, R 1; class 1: predicted 2x, 1 right -> P 1/2, R 1/2; class 2: 0, 0
+    p, r = (2 / 3 + 1 / 2 + 0) / 3, (1 + 1 / 2 + 0) / 3
+    assert m["test_precision"] == pytest.approx(p) and m["test_recall"] == pytest.approx(r)
+    assert m["test_f1_of_macro"] == pytest.approx(2 * p * r / (p + r))
+    full = evaluate_predictions(probs, labels, 3)
+    assert (full["precision"], full["recall"]) == pytest.approx((p, r))
+    assert full["f1"] < m["test_f1_of_macro"]  # the mean of per-class F1 is another (smaller) number
+
+
+def test_objective_options_follow_the_name(tiny_config):
+    from cnnlab.objectives import parse_objective
+
+    assert parse_objective("energy-hybrid:weight=0.5,chains=7") == ("energy-hybrid", {"weight": 0.5, "chains": 7})
+    assert parse_objective("classify") == ("classify", {})
+    with pytest.raises(CnnlabError, match="objective 'classify' has no option 'smoothing'"):
+        create_objective(tiny_config(objective="classify:smoothing=0.1"))
+
+
 def test_classify_evaluate_restores_training_mode():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 3)).train()
     setup = EvalSetup(Runtime(torch.device("cpu")), mean=(0.5,), std=(0.5,))
     m = Classify().evaluate(model, torch.randint(0, 256, (5, 1, 2, 2), dtype=torch.uint8), torch.zeros(5).long(), setup)
-    assert set(m) == {"test_loss", "test_acc"} and model.training
+    assert set(m) == {"test_loss", "test_acc", "test_precision", "test_recall", "test_f1_of_macro"} and model.training
 
 
 def test_unknown_objective_is_a_clear_error(tiny_config):

@@ -25,6 +25,8 @@ ZOO = {
     "ndsb1": TINY, "ndsb2": TINY, "maxdepth": TINY,
     **{f"resnet{d}": TINY for d in (20, 32, 56, 110, 164)},
     **{f"resnet{d}": {"width": 0.0625} for d in (18, 34, 50, 101, 152)},
+    # sadie (issue 9): the CIFAR ResNet-152, the StochasticNet baselines and SADIE itself
+    "resnet152-cifar": TINY, **{f"{net}{d}": TINY for net in ("stochasticnet", "sadie") for d in (110, 152)},
     "mobilenet": {"alpha": 0.125}, "mobilenet-plain": {"alpha": 0.125},
 }
 # One network per kind of block: plain stacks, LRN/groups, mlpconv, Inception branches, TinyNet modules,

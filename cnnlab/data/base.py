@@ -19,7 +19,11 @@ from ..registry import Registry
 
 @dataclass
 class ArrayDataset:
-    """Train and test splits as uint8 image tensors [N, C, H, W] and int64 labels [N]."""
+    """Train and test splits as uint8 image tensors [N, C, H, W] and int64 labels [N].
+
+    A two-stage run trains on float32 features instead: an autoencoder's codes as [N, D, 1, 1]
+    (:func:`cnnlab.two_stage.encode_dataset`); everything downstream treats D as channels.
+    """
 
     name: str
     train_images: torch.Tensor
@@ -27,7 +31,9 @@ class ArrayDataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: list[str]
-    mean: tuple[float, ...]  # per channel, of pixel/255 over the training split
+    # the input scaling (x - mean) / std of x = pixel/255, fitted on the training split: one value per
+    # channel (standard) or, for mean, one per element (--input-scaling minmax; cnnlab.data.scaling)
+    mean: tuple[float, ...]
     std: tuple[float, ...]
     flip_ok: bool = True  # is a horizontal flip label-preserving? (no for digits)
     extra: dict = field(default_factory=dict)
@@ -35,8 +41,9 @@ class ArrayDataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if x.dtype != torch.uint8 or x.dim() != 4:
-                raise CnnlabError(f"{self.name}: {split} images must be uint8 [N,C,H,W], got {x.dtype} {tuple(x.shape)}")
+            if x.dtype not in (torch.uint8, torch.float32) or x.dim() != 4:
+                raise CnnlabError(f"{self.name}: {split} images must be uint8 [N,C,H,W] (or float32 features, "
+                                  f"e.g. codes [N,D,1,1]), got {x.dtype} {tuple(x.shape)}")
             if y.shape != (x.shape[0],):
                 raise CnnlabError(f"{self.name}: {split} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):

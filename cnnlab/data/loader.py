@@ -18,12 +18,24 @@ from .augment import AugmentConfig, augment_batch
 
 def to_model_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                    channels_last: bool = False, augment: AugmentConfig | None = None) -> torch.Tensor:
-    """uint8 [B,C,H,W] -> normalized float32 batch (augmented first if ``augment`` is enabled)."""
-    x = images.float().div_(255)
+    """uint8 [B,C,H,W] -> normalized float32 batch (augmented first if ``augment`` is enabled).
+
+    Float inputs are features (an encoder's codes [B,D,1,1], :mod:`cnnlab.two_stage`), taken as they
+    are instead of as pixels / 255. ``mean``/``std`` hold one value per channel or one per element
+    (``--input-scaling minmax``, :mod:`cnnlab.data.scaling`), in any shape with that many values.
+    """
+    x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
     if augment is not None and augment.enabled:
         x = augment_batch(x, augment)
-    x = (x - mean) / std
+    x = (x - per_channel_or_element(mean, x)) / per_channel_or_element(std, x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def per_channel_or_element(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``values`` viewed to broadcast over batch ``x``: [1,C,1,1] per channel, [1,C,H,W] per element."""
+    if values.numel() == x[0].numel() and values.numel() != x.shape[1]:
+        return values.view(1, *x.shape[1:])
+    return values
 
 
 class BatchLoader:

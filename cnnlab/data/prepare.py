@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..registry import accepted_options, check_options
 from .base import DATASETS, ArrayDataset, channel_stats, load_dataset
+from .scaling import fit_scaling, parse_scaling
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -35,6 +36,12 @@ def prepare_data(cfg: "TrainConfig") -> ArrayDataset:
     if cfg.test_subset is not None and cfg.test_subset < len(ds.test_labels):
         ds.test_images = ds.test_images[: cfg.test_subset]
         ds.test_labels = ds.test_labels[: cfg.test_subset]
+    if cfg.cv_fold:  # cross-validation: a fold of the training split stands in for the test split
+        ds = cross_validation_fold(ds, cfg.cv_fold)
+    # --input-scaling: standard keeps the loader's per-channel statistics; minmax is fitted on the training
+    # images used. A two-stage run scales its codes instead (cnnlab.two_stage), the images by its autoencoder's.
+    if parse_scaling(cfg.input_scaling)[0] != "standard" and not cfg.features_from:
+        ds.mean, ds.std = fit_scaling(cfg.input_scaling, ds.train_images)
     return ds
 
 
@@ -59,4 +66,30 @@ def convert_dataset(ds: ArrayDataset, size: int | None, channels: int | None) ->
     ds.train_images = convert_images(ds.train_images, size, channels)
     ds.test_images = convert_images(ds.test_images, size, channels)
     ds.mean, ds.std = channel_stats(ds.train_images)
+    return ds
+
+
+FOLD_SEED = 0  # the folds never change with the run's seed: every setting is scored on the same folds
+
+
+def cross_validation_fold(ds: ArrayDataset, fold: str) -> ArrayDataset:
+    """``--cv-fold I/K``: the training split minus its fold I becomes the training split, fold I the
+    evaluation split; the test split is dropped (selection never looks at it).
+
+    The K folds are stratified and fixed: the training images are shuffled once with a fixed seed,
+    and the j-th image of each class goes to fold j mod K, so every class is spread evenly. The
+    per-channel statistics are recomputed on what remains for training.
+    """
+    i, k = (int(v) for v in fold.split("/"))
+    order = torch.randperm(len(ds.train_labels), generator=torch.Generator().manual_seed(FOLD_SEED))
+    fold_of = torch.empty(len(order), dtype=torch.long)
+    for c in ds.train_labels.unique():
+        members = order[ds.train_labels[order] == c]
+        fold_of[members] = torch.arange(len(members)) % k
+    held_out = fold_of == i - 1
+    ds.test_images, ds.test_labels = ds.train_images[held_out], ds.train_labels[held_out]
+    ds.train_images, ds.train_labels = ds.train_images[~held_out], ds.train_labels[~held_out]
+    if ds.train_images.dtype == torch.uint8:
+        ds.mean, ds.std = channel_stats(ds.train_images)
+    ds.extra["evaluated_on"] = f"validation fold {i}/{k} of the training split"
     return ds

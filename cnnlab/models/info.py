@@ -24,6 +24,11 @@ in eval mode with forward hooks on every leaf layer:
 * ``by_type``: multiply-adds and parameters per layer kind (conv 1x1, depthwise, conv kxk, fc),
   as in the MobileNet resource table (efficient-cnn-training-methods.md Table 2).
 
+* ``layers``: the layers that output feature maps [C, H, W], by the dotted name PyTorch gives
+  them (``model.named_modules()``, e.g. ``blocks.3`` or ``blocks.3.residual.0``), with their
+  shapes -- the names ``cnnlab features RUN IMAGE --layer NAME`` takes. The report lists the
+  first two levels of the tree; deeper layers are accepted by the same dotted names.
+
 ``format_report`` renders the dict for ``cnnlab models --info NAME --input 3x32x32``.
 """
 from __future__ import annotations
@@ -106,6 +111,41 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
     }
 
 
+def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> dict[str, tuple[int, int, int]]:
+    """Every named layer whose output is a feature map, in the order they run: name -> (C, H, W).
+
+    One forward pass in eval mode (on the meta device when the model is there); a layer that runs
+    several times keeps its first output's shape.
+    """
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    shapes: dict[str, tuple[int, int, int] | None] = {}  # filled in the order layers start (a parent first)
+
+    def hooks(name: str):
+        def start(m: nn.Module, inputs) -> None:
+            shapes.setdefault(name, None)
+
+        def end(m: nn.Module, inputs, output) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4 and shapes.get(name) is None:
+                shapes[name] = tuple(output.shape[1:])
+        return start, end
+
+    handles = []
+    for n, m in model.named_modules():
+        if n:
+            start, end = hooks(n)
+            handles += [m.register_forward_pre_hook(start), m.register_forward_hook(end)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: shape for n, shape in shapes.items() if shape is not None}
+
+
 def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict) -> nn.Module:
     """Build on the meta device when possible (instant, no memory), else on the CPU."""
     try:
@@ -144,6 +184,10 @@ def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_clas
     size_bytes = sum(t.numel() * BYTES_FP32 for t in list(model.parameters()) + list(model.buffers())
                      if t.is_floating_point())
     costs = _costs(model, in_channels, int(image_size), batch_size)
+    try:
+        layers = feature_map_layers(model, in_channels, int(image_size))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: the cost pass moved it to the CPU
+        layers = feature_map_layers(model.to_empty(device="cpu"), in_channels, int(image_size))
     return {
         "name": entry.name,
         "source": entry.meta.get("source", ""),
@@ -160,6 +204,7 @@ def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_clas
         "activations_mb": costs["activations_mb"],
         "peak_activation_mb": costs["peak_activation_mb"],
         "by_type": costs["by_type"],
+        "layers": layers,
     }
 
 
@@ -192,6 +237,13 @@ def format_report(d: dict) -> str:
     for kind, v in d["by_type"].items():
         lines.append(f"    {kind:<16}  {100 * v['macs'] / total:5.1f}% of mult-adds  "
                      f"{100 * v['params'] / params:5.1f}% of weights")
+    if d.get("layers"):
+        import textwrap
+
+        shown = [f"{n}({'x'.join(map(str, shape))})" for n, shape in d["layers"].items() if n.count(".") <= 1]
+        lines.append("  feature-map layers  (for `cnnlab features --layer NAME`; deeper ones by dotted path, "
+                     "e.g. a.0.b)")
+        lines += textwrap.wrap(", ".join(shown), width=100, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)
 
 

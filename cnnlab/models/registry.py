@@ -5,12 +5,18 @@ Every builder has the same signature ``builder(num_classes, in_channels, **optio
 many builders: ``image_size`` (int, the square input side; always passed by the
 trainer), ``act`` (activation name), ``norm`` ("batch", "lrn", "none"), ``dropout``,
 ``width`` (channel multiplier), ``init`` (weight initialization name).
+
+Options every model takes, handled here unless the builder declares them itself:
+``init`` (applied after building) and ``head`` / ``head_options``, which replace the
+model's final classifier (its last ``nn.Linear``) by another output head: ``"linear"``
+or ``"energy"``, SADIE's discriminative-RBM free-energy head (:mod:`cnnlab.models.energy`).
 """
 from __future__ import annotations
 
 import inspect
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
@@ -49,7 +55,10 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
         check_input_size(name, int(options["image_size"]))
     params = inspect.signature(builder).parameters
     init = options.pop("init", None) if "init" not in params else None  # applied after building
-    check_options(builder, options, f"model {name!r}", skip=("num_classes", "in_channels"), extra=("init",))
+    head = options.pop("head", None) if "head" not in params else None  # replaces the classifier after that
+    head_options = options.pop("head_options", None) if "head_options" not in params else None
+    check_options(builder, options, f"model {name!r}", skip=("num_classes", "in_channels"),
+                  extra=("init", "head", "head_options"))
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels, **options)
     except (TypeError, ValueError) as e:
@@ -60,7 +69,74 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
         from .init import initialize
 
         initialize(model, init)
+    if head is not None or head_options:
+        model = replace_head(model, name, head or "linear", head_options or {}, num_classes, in_channels,
+                             options.get("image_size"))
     return model
+
+
+def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num_classes: int, in_channels: int,
+                 image_size: int | None = None) -> nn.Module:
+    """Replace ``model``'s final classifier by the output head ``head`` built with ``head_options``.
+
+    The final classifier is found by running the model once (on the device its weights are on,
+    the ``meta`` device included, in eval mode) and taking the last layer with weights that
+    ran: it must be an ``nn.Linear`` (or an energy head) whose output has the model's output
+    shape. Looking for "the last nn.Linear in the module tree" alone would be fooled by a
+    model that registers its classifier before a Linear used elsewhere, or ends in a
+    convolution (NiN's global-average-pooled conv).
+    """
+    from .energy import HEADS, make_head
+
+    if not isinstance(head, str) or head not in HEADS:
+        raise CnnlabError(f"model {name!r}: option head must be one of {', '.join(HEADS)}, got {head!r}")
+    if not isinstance(head_options, dict):
+        raise CnnlabError(f"model {name!r}: option head_options must be a mapping like {{hidden: 64}}, "
+                          f"got {head_options!r}")
+    classifier_name, classifier = find_classifier(model, name, in_channels, image_size)
+    if head == "linear" and not head_options and isinstance(classifier, nn.Linear):
+        return model  # already the plain classifier
+    ref = next(classifier.parameters())
+    with torch.device(ref.device):
+        new = make_head(head, classifier.in_features, num_classes, **head_options).to(ref.dtype)
+    model.set_submodule(classifier_name, new)
+    return model
+
+
+def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: int | None = None) -> tuple[str, nn.Module]:
+    """(qualified name, module) of the layer that computes ``model``'s output: a final Linear or energy head."""
+    from .energy import EnergyHead
+
+    if image_size is None:
+        from .catalog import default_input
+
+        image_size = default_input(name)[1]
+    names = {m: n for n, m in model.named_modules()}
+    ran: list[tuple[nn.Module, object]] = []  # layers with weights of their own, in the order they finished
+
+    def record(m: nn.Module, inputs, output) -> None:
+        ran.append((m, output))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()
+             if isinstance(m, EnergyHead) or next(m.parameters(recurse=False), None) is not None]
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, image_size, image_size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    # an energy head's own nn.Linear finishes before the head does, so the head is the last entry
+    last, last_out = ran[-1] if ran else (None, None)
+    if (not isinstance(last, (nn.Linear, EnergyHead)) or not isinstance(out, torch.Tensor)
+            or not isinstance(last_out, torch.Tensor) or last_out.shape != out.shape):
+        what = f"{type(last).__name__} {names.get(last, '?')!r}" if last is not None else "no layer with weights"
+        raise CnnlabError(f"model {name!r}: option head needs a model whose output comes from a final nn.Linear "
+                          f"classifier, but its output comes from {what}")
+    return names[last], last
 
 
 def list_models() -> list[str]:

@@ -46,8 +46,29 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: "TrainConfig") -> "Objective":
-        """Build from a run's config (each objective reads the fields it needs)."""
+        """Build from a run's config (each objective reads the fields it needs).
+
+        Objectives with options of their own take them as keyword arguments here, given on the
+        command line as ``--objective NAME:KEY=VALUE,KEY=VALUE`` (:func:`cnnlab.objectives.create_objective`).
+        """
         return cls()
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Called once with the model to be trained, before a checkpoint is restored. Objectives whose
+        loss needs more than the model's output (e.g. a head's input features) find it here."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the objective itself must carry across a resume (e.g. persistent Markov chains); saved in
+        every checkpoint next to the model's and optimizer's state. Tensors, numbers and strings only."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (an empty dict for checkpoints written without it)."""
+
+    def prepare(self, ds: "ArrayDataset") -> None:
+        """Called once the training data is loaded, before the first batch: an objective that needs
+        the data's facts (e.g. its input scaling, to corrupt pixels rather than scaled values) reads
+        them here. The default needs none."""
 
     def inputs_and_targets(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's input and the loss target for a batch of normalized images ``x`` and labels ``y``."""

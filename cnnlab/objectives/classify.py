@@ -2,10 +2,16 @@
 
 The loss is the negative log-likelihood of the softmax (thesis eq. 2.2 and 2.8); with
 ``--label-smoothing e`` the target puts 1 - e + e/K on the true class and e/K on every other
-one (``torch.nn.functional.cross_entropy``'s definition). Evaluation reports the test NLL of
-the predicted probabilities and accuracy each epoch, and every metric of
-:func:`cnnlab.metrics.evaluate_predictions` (top-5, precision/recall/F1, BEP, confusion
-matrix) at the end.
+one (``torch.nn.functional.cross_entropy``'s definition). Evaluation reports, each epoch, the
+test NLL of the predicted probabilities, accuracy, and the macro precision and recall of the
+argmax predictions (sadie eq. 4.1-4.2, the quantities of its Figs. 4, 5, 7 and 9a) with
+``test_f1_of_macro`` = 2 P R / (P + R) of those two macro averages, which is how sadie's
+Table 3 F1 is computed (not the mean of per-class F1, which is the summary's ``f1``); and
+every metric of :func:`cnnlab.metrics.evaluate_predictions` (top-5, precision/recall/F1, BEP,
+confusion matrix) at the end.
+
+The softmax is over whatever the model outputs, so a model with SADIE's energy head
+(outputs -F(x, y), :mod:`cnnlab.models.energy`) is trained by exactly -log p(y | x).
 """
 from __future__ import annotations
 
@@ -49,13 +55,14 @@ class Classify(Objective):
 
     def final_report(self, model, ds, setup: EvalSetup, run_dir: Path) -> dict[str, Any]:
         from .. import runs
-        from ..metrics import evaluate_predictions, plot_confusion
+        from ..metrics import evaluate_predictions, f1_of_macro, plot_confusion
 
         probs = self.probabilities(model, ds.test_images, setup)
         m = evaluate_predictions(probs, ds.test_labels, ds.num_classes, ds.classes)
         plot_confusion(m["confusion"], ds.classes, run_dir / runs.CONFUSION)
-        return {"test_acc": m["acc"], "top5": m["top5"], "nll": m["nll"], "precision": m["precision"],
-                "recall": m["recall"], "f1": m["f1"], "bep": m["bep"]}
+        p, r = m["precision"], m["recall"]
+        return {"test_acc": m["acc"], "top5": m["top5"], "nll": m["nll"], "precision": p, "recall": r,
+                "f1": m["f1"], "f1_of_macro": f1_of_macro(p, r), "bep": m["bep"]}
 
     def describe(self, summary: dict[str, Any]) -> str:
         return f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%)"
@@ -66,8 +73,19 @@ class Classify(Objective):
 
 
 def probability_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Test NLL and accuracy of predicted probabilities [N, K] against labels [N]."""
+    """Per-epoch metrics of predicted probabilities [N, K] against labels [N].
+
+    ``test_loss`` (NLL), ``test_acc``, ``test_precision`` and ``test_recall`` (macro averages of
+    sadie eq. 4.1-4.2 over all K classes) and ``test_f1_of_macro`` (eq. 4.3 applied to those two
+    averages, sadie Table 3's F1).
+    """
+    from ..metrics import confusion_matrix, f1_of_macro, precision_recall_f1
+
     labels = labels.cpu()
     nll = -torch.log(probs.gather(1, labels[:, None]).clamp_min(1e-12)).mean().item()
-    acc = (probs.argmax(1) == labels).float().mean().item()
-    return {"test_loss": nll, "test_acc": acc}
+    predicted = probs.argmax(1)
+    acc = (predicted == labels).float().mean().item()
+    prf = precision_recall_f1(confusion_matrix(labels, predicted, probs.shape[1]))
+    p, r = float(prf["precision"].mean()), float(prf["recall"].mean())
+    return {"test_loss": nll, "test_acc": acc, "test_precision": p, "test_recall": r,
+            "test_f1_of_macro": f1_of_macro(p, r)}

@@ -58,9 +58,13 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
         y = torch.randint(0, classes, (b,), device=device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
+        reconstruct = cfg.objective.partition(":")[0] == "reconstruct"
+
         def step():
             opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            out = model(x)
+            loss = (out - x).pow(2).sum() if reconstruct else torch.nn.functional.cross_entropy(out, y)
+            loss.backward()
             opt.step()
 
         step()  # the first step pays for allocation and kernel selection: not timed
@@ -85,14 +89,39 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
 def estimate_run(cfg: TrainConfig, threads: int, cache: dict[Any, float]) -> float | None:
     """Seconds one run takes (training plus its evaluations), or None when the data size is unknown."""
     n_train, n_test, c, side, classes = dataset_facts(cfg)
+    if cfg.features_from:  # a two-stage run trains on codes [D, 1, 1] (encoding them once is cheap)
+        c, side = code_size(cfg.features_from), 1
     per = _seconds_per_image(cfg, c, side, classes, threads, cache)
     if n_train is None:
         return None
     seconds = cfg.epochs * n_train * per
+    # a pre-training stage: CD-k per layer costs about a training step of the net per image and step
+    seconds += cfg.pretrain_epochs * n_train * per * (1 + cfg.cd_k) / 2
     if n_test:
         evals = math.ceil(cfg.epochs) // cfg.eval_every + 1
         seconds += evals * n_test * per / 3  # a forward pass costs about a third of a training step
     return seconds
+
+
+def code_size(features_from: str) -> int:
+    """The code width of an autoencoder run (from its meta.json, or its config when it has not run yet);
+    64, the paper's, when neither is there yet."""
+    from pathlib import Path
+
+    from ..runs import CONFIG, META
+
+    run = Path(features_from)
+    try:
+        if (run / META).is_file():
+            options = json.loads((run / META).read_text()).get("model_options", {})
+        else:
+            options = TrainConfig.from_yaml(run / CONFIG).model_kwargs()
+        hidden = options.get("hidden", [64])  # a list, or "256,64" / "256x64" as given on the command line
+        if isinstance(hidden, str):
+            hidden = [h for h in hidden.replace("x", ",").split(",") if h.strip()]
+        return int(hidden[-1] if isinstance(hidden, (list, tuple)) else hidden)
+    except (CnnlabError, OSError, ValueError, TypeError):
+        return 64
 
 
 def _cost(plan: Plan, run: PlannedRun, status: str, measure: bool, cache: dict[Any, float],
@@ -128,7 +157,12 @@ def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = T
     rows = [("variant", "seed", "settings", "epochs", "train imgs", "status", "est. time")]
     cache: dict[Any, float] = {}
     total, unknown, problems = 0.0, 0, []
-    for run in plan.runs:
+    if plan.cv_runs:
+        pending = [v for v, sel in plan.selection.items() if sel["chosen"] is None]
+        log(f"select: {len(plan.cv_runs)} cross-validation runs first; "
+            + (f"the runs of {', '.join(pending)} take the setting they choose" if pending else
+               "settings chosen: " + ", ".join(f"{v} {sel['chosen']}" for v, sel in plan.selection.items())))
+    for run in plan.all_runs:
         status = run_status(plan, run)
         cost, est = _cost(plan, run, status, measure, cache, problems)
         total += est or 0
@@ -138,7 +172,10 @@ def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = T
         except CnnlabError as e:
             n_train = None
             problems.append(f"{run.variant}: {e}")
-        rows.append((run.variant, str(run.seed), spec.variant(run.variant).settings(), f"{run.config.epochs:g}",
+        settings = spec.variant(run.variant).settings()
+        if run.role == "cv":
+            settings += f" + {run.setting}, cv_fold={run.config.cv_fold}"
+        rows.append((run.variant, str(run.seed), settings, f"{run.config.epochs:g}",
                      str(n_train if n_train is not None else "?"), status, cost))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

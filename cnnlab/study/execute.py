@@ -37,25 +37,63 @@ def _call_train(config: TrainConfig, on_epoch: Callable[[dict], None] | None = N
     return train(config, resume=True, on_epoch=on_epoch)
 
 
+def _what(run: PlannedRun) -> str:
+    """``dnn seed 0``, or for a cross-validation run ``dnn [300-100, fold 1/3] seed 0``."""
+    if run.role == "cv":
+        return f"{run.variant} [{run.setting}, fold {run.config.cv_fold}] seed {run.seed}"
+    return f"{run.variant} seed {run.seed}"
+
+
 def _done_line(run: PlannedRun, summary: dict[str, Any], seconds: float) -> str:
     acc = METRICS["test_acc"].value(summary, [])
-    acc_text = f"test acc {acc:.2f}%" if acc is not None else "done"
-    return f"{run.variant} seed {run.seed}: {acc_text} ({format_seconds(seconds)})"
+    where = "validation" if run.role == "cv" else "test"
+    acc_text = f"{where} acc {acc:.2f}%" if acc is not None else "done"
+    return f"{_what(run)}: {acc_text} ({format_seconds(seconds)})"
 
 
 def execute(plan: Plan, log: Callable[[str], None] = print,
-            on_epoch: Callable[[PlannedRun, dict], None] | None = None) -> list[PlannedRun]:
-    """Run every unfinished run of the plan; returns the runs that failed (others keep going)."""
-    todo = [r for r in plan.runs if run_status(plan, r) != "done"]
+            on_epoch: Callable[[PlannedRun, dict], None] | None = None,
+            runs: list[PlannedRun] | None = None) -> list[PlannedRun]:
+    """Run every unfinished run of the plan (or of ``runs``, with the runs they need first); returns the
+    runs that failed (others keep going; a run whose needed run failed fails too)."""
+    chosen = with_needs(plan, plan.all_runs if runs is None else runs)
+    todo = [r for r in chosen if run_status(plan, r) != "done"]
     if not todo:
         return []
-    n_done = len(plan.runs) - len(todo)
-    log(f"study {plan.spec.name} ({plan.budget}): {len(todo)} of {len(plan.runs)} runs to do"
+    n_done = len(chosen) - len(todo)
+    log(f"study {plan.spec.name} ({plan.budget}): {len(todo)} of {len(chosen)} runs to do"
         f"{f', {n_done} already finished' if n_done else ''}; {plan.jobs} job(s) x {plan.threads} thread(s) "
         f"-> {plan.study_dir}")
     if plan.jobs == 1:
         return _execute_inline(plan, todo, log, on_epoch)
     return _execute_parallel(plan, todo, log)
+
+
+def with_needs(plan: Plan, runs: list[PlannedRun]) -> list[PlannedRun]:
+    """``runs`` and, before them, every run they need (``"@VARIANT"`` values), each once."""
+    by_name = {r.name: r for r in plan.all_runs}
+    out: list[PlannedRun] = []
+
+    def add(run: PlannedRun) -> None:
+        if run in out:
+            return
+        for n in run.needs:
+            if n in by_name:
+                add(by_name[n])
+        out.append(run)
+
+    for r in runs:
+        add(r)
+    return out
+
+
+def unmet_need(plan: Plan, run: PlannedRun) -> str | None:
+    """The first run ``run`` needs that has not finished, or None."""
+    by_name = {r.name: r for r in plan.all_runs}
+    for n in run.needs:
+        if n in by_name and run_status(plan, by_name[n]) != "done":
+            return n
+    return None
 
 
 # ------------------------------------------------------------------------------- in this process
@@ -65,7 +103,13 @@ def _execute_inline(plan: Plan, todo: list[PlannedRun], log, on_epoch) -> list[P
     failed = []
     for i, run in enumerate(todo, 1):
         status = run_status(plan, run)
-        log(f"[{i}/{len(todo)}] {'resuming' if status == 'partial' else 'running'} {run.variant} seed {run.seed}")
+        missing = unmet_need(plan, run)
+        if missing is not None:
+            record_failure(plan, run, f"needs the run {missing}, which did not finish")
+            failed.append(run)
+            log(f"[{i}/{len(todo)}] FAILED {_what(run)}: needs {missing}, which did not finish")
+            continue
+        log(f"[{i}/{len(todo)}] {'resuming' if status == 'partial' else 'running'} {_what(run)}")
         t0 = time.perf_counter()
         hook = (lambda row, _r=run: on_epoch(_r, row)) if on_epoch is not None else None
         try:
@@ -78,7 +122,7 @@ def _execute_inline(plan: Plan, todo: list[PlannedRun], log, on_epoch) -> list[P
             message = str(e) if isinstance(e, CnnlabError) else f"{type(e).__name__}: {e}"
             record_failure(plan, run, message + "\n\n" + traceback.format_exc())
             failed.append(run)
-            log(f"[{i}/{len(todo)}] FAILED {run.variant} seed {run.seed}: {message}")
+            log(f"[{i}/{len(todo)}] FAILED {_what(run)}: {message}")
             continue
         error_file(plan, run).unlink(missing_ok=True)
         log(f"[{i}/{len(todo)}] {_done_line(run, summary, time.perf_counter() - t0)}")
@@ -137,11 +181,26 @@ def _execute_parallel(plan: Plan, todo: list[PlannedRun], log) -> list[PlannedRu
     failed: list[PlannedRun] = []
     try:
         while queue or running:
-            while queue and len(running) < plan.jobs:
-                i, run = queue.pop(0)
+            for entry in list(queue):  # a run whose needed run failed cannot run
+                i, run = entry
+                if any(f.name in run.needs for f in failed):
+                    queue.remove(entry)
+                    record_failure(plan, run, "needs a run that failed")
+                    failed.append(run)
+                    log(f"[{i}/{len(todo)}] FAILED {_what(run)}: needs a run that failed")
+            ready = [e for e in queue if unmet_need(plan, e[1]) is None]
+            while ready and len(running) < plan.jobs:
+                entry = ready.pop(0)
+                queue.remove(entry)
+                i, run = entry
                 proc, out = _start_worker(run, logs, env)
                 running[i] = (proc, run, time.perf_counter(), out)
-                log(f"[{i}/{len(todo)}] started {run.variant} seed {run.seed}")
+                log(f"[{i}/{len(todo)}] started {_what(run)}")
+            if queue and not running and not ready:  # waiting on runs that are not in this batch
+                for i, run in queue:
+                    record_failure(plan, run, f"needs the run {unmet_need(plan, run)}, which did not finish")
+                    failed.append(run)
+                queue.clear()
             time.sleep(0.2)
             for i in list(running):
                 proc, run, t0, out = running[i]
@@ -155,7 +214,7 @@ def _execute_parallel(plan: Plan, todo: list[PlannedRun], log) -> list[PlannedRu
                     log(f"[{i}/{len(todo)}] {_done_line(run, summary, time.perf_counter() - t0)}")
                 else:
                     failed.append(run)
-                    log(f"[{i}/{len(todo)}] FAILED {run.variant} seed {run.seed}: {message}")
+                    log(f"[{i}/{len(todo)}] FAILED {_what(run)}: {message}")
     except BaseException:  # Ctrl-C or a bug here: stop the workers, their checkpoints stay
         _stop_workers([(proc, out) for proc, _run, _t0, out in running.values()])
         raise
@@ -173,6 +232,50 @@ def _stop_workers(workers: list[tuple[subprocess.Popen, IO]]) -> None:
             proc.kill()
             proc.wait()
         out.close()
+
+
+# ------------------------------------------------------------------------------- evaluations
+
+
+def evaluation_file(run: PlannedRun, name: str) -> Path:
+    from ..runs import EVALS
+
+    return run.run_dir / EVALS / f"{name}.json"
+
+
+def run_evaluations(plan: Plan, log: Callable[[str], None] = print) -> list[tuple[PlannedRun, str, str]]:
+    """The spec's ``evaluations:`` of every finished run (``cnnlab eval ... --output NAME``), each once:
+    an existing ``evals/NAME.json`` is kept. Returns the (run, evaluation, message) that failed."""
+    import contextlib
+    import io
+
+    import torch
+
+    from ..inference import evaluate_run
+
+    todo = [(run, e) for run in plan.runs for e in run.evaluations
+            if run_status(plan, run) == "done" and not evaluation_file(run, e["name"]).is_file()]
+    failed = []
+    if todo:
+        log(f"study {plan.spec.name}: {len(todo)} evaluation(s) to do")
+    threads = torch.get_num_threads()
+    for k, (run, e) in enumerate(todo, 1):
+        what = ", ".join(x for x in (e["corrupt"] and f"corrupt {e['corrupt']}",
+                                     e["denoiser"] and f"denoiser {Path(e['denoiser']).name}") if x) or "clean"
+        try:
+            torch.set_num_threads(run.config.threads or threads)
+            with contextlib.redirect_stdout(io.StringIO()):  # its report: the study writes its own
+                m = evaluate_run(run.run_dir, device=run.config.device, batch_size=run.config.eval_batch_size,
+                                 corrupt=e["corrupt"], denoiser=e["denoiser"], output=e["name"])
+        except CnnlabError as err:
+            failed.append((run, e["name"], str(err)))
+            log(f"  [{k}/{len(todo)}] FAILED {_what(run)} {e['name']} ({what}): {err}")
+            continue
+        finally:
+            torch.set_num_threads(threads)
+        score = f"acc {100 * m['acc']:.2f}%" if "acc" in m else f"MSE {m.get('test_mse', float('nan')):.4g}"
+        log(f"  [{k}/{len(todo)}] {_what(run)} {e['name']} ({what}): {score}")
+    return failed
 
 
 def worker_main(config_path: str) -> int:

@@ -7,6 +7,8 @@ prints them. Spec parsing, the tables, the plots and the report all look metrics
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -88,9 +90,12 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     _m("test_loss", "Test loss", lambda s, r: _last(r, "test_loss"), _num, "lower", 4, "test_loss"),
     _m("nll", "Test NLL", _S("nll"), _num, "lower", 4),
     _m("top5", "Top-5 acc (%)", _S("top5"), _pct, "higher"),
-    _m("precision", "Precision (%)", _S("precision"), _pct, "higher"),
-    _m("recall", "Recall (%)", _S("recall"), _pct, "higher"),
-    _m("f1", "F1 (%)", _S("f1"), _pct, "higher"),
+    # macro P and R (SADIE eq. 4.1-4.2), also per epoch for the precision curves of its Figs. 4, 5, 7, 9a
+    _m("precision", "Precision (%)", _S("precision"), _pct, "higher", 2, "test_precision"),
+    _m("recall", "Recall (%)", _S("recall"), _pct, "higher", 2, "test_recall"),
+    _m("f1", "F1 (%)", _S("f1"), _pct, "higher"),  # the mean of per-class F1
+    # SADIE Table 3's F1: eq. 4.3 applied to the macro P and R (not the mean of per-class F1 above)
+    _m("f1_of_macro", "F1 of macro P,R (%)", _S("f1_of_macro"), _pct, "higher", 2, "test_f1_of_macro"),
     _m("bep", "BEP (%)", _S("bep"), _pct, "higher"),
     _m("train_seconds", "Train time (s)", _S("train_seconds"), _num, "lower", 1, "elapsed"),
     _m("images_per_second", "Images/s", _S("images_per_second"), _num, "higher", 0, "images_per_second"),
@@ -108,12 +113,32 @@ DEFAULT_METRICS = ["test_acc", "best_test_acc", "f1", "train_seconds", "images_p
 DEFAULT_CURVES = ["test_acc", "train_loss"]
 
 
+# KIND@NAME: a figure of the named evaluation evals/NAME.json (a spec's evaluations:, cnnlab eval --output NAME)
+EVALUATION_FIGURES = {"acc": ("acc", "Acc", _pct, "higher", 2), "f1": ("f1", "F1", _pct, "higher", 2),
+                      "mse": ("test_mse", "MSE", _num, "lower", 5)}
+
+
+def evaluation_metric(name: str) -> Metric | None:
+    """``acc@NAME`` (or ``f1@``, ``mse@``) as a :class:`Metric` reading ``summary["evals"][NAME]``, which
+    :func:`cnnlab.study.results.collect` fills from the run's ``evals/NAME.json``; None for other names."""
+    kind, at, evaluation = name.partition("@")
+    if not at or kind not in EVALUATION_FIGURES or not evaluation:
+        return None
+    field, label, convert, better, digits = EVALUATION_FIGURES[kind]
+    unit = " (%)" if convert is _pct else ""
+    return Metric(name, f"{label} @ {evaluation}{unit}",
+                  lambda s, r: (s.get("evals") or {}).get(evaluation, {}).get(field), convert, better, digits)
+
+
 def metric(name: str, where: str = "metric") -> Metric:
     """The metric called ``name``, or an error naming ``where`` it was asked for."""
+    if name not in METRICS and (m := evaluation_metric(name)) is not None:
+        METRICS[name] = m  # made once, then looked up like the others
     if name not in METRICS:
         hint = suggest(name, METRICS)
         raise CnnlabError(f"{where}: unknown metric {name!r}{f' ({hint})' if hint else ''}; "
-                          f"choose from {', '.join(METRICS)}")
+                          f"choose from {', '.join(k for k in METRICS if '@' not in k)}, or "
+                          f"{'/'.join(EVALUATION_FIGURES)}@EVALUATION for a spec's evaluations")
     return METRICS[name]
 
 
@@ -126,3 +151,13 @@ def format_seconds(s: float | None) -> str:
     if s < 5400:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.1f} h"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n-1); std is None for a single value."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))

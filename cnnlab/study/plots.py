@@ -101,13 +101,55 @@ def plot_bars(plan: Plan, variants: list[VariantResult], key: str, path: Path) -
     return True
 
 
+def plot_sweep(plan: Plan, variants: list[VariantResult], group: str, path: Path) -> bool:
+    """Accuracy against the corruption level of one ``evaluations:`` entry with ``levels``: a line per
+    variant (mean ± std over seeds), the paper's values dashed in the same colour."""
+    from .metrics import metric
+
+    evals = [e for e in plan.spec.evaluations if e.group == group and e.level is not None]
+    chosen = [vr for vr in variants if evals and vr.variant.name in evals[0].variants]
+    if not chosen:
+        return False
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.5))
+    palette = colors(len(variants))
+    index = {vr.variant.name: i for i, vr in enumerate(variants)}
+    drawn = False
+    for vr in chosen:
+        key = [metric(f"acc@{e.name}").key for e in evals]
+        pts = [(100 * e.level, vr.stats.get(k, (None, None, 0))) for e, k in zip(evals, key)]
+        pts = [(x, st) for x, st in pts if st[0] is not None]
+        color = palette[index[vr.variant.name]]
+        if pts:
+            drawn = True
+            ax.errorbar([x for x, _ in pts], [st[0] for _, st in pts], yerr=[st[1] or 0 for _, st in pts],
+                        marker="o", markersize=3, capsize=3, color=color, label=vr.variant.name)
+        paper = [(100 * e.level, vr.variant.paper.get(k)) for e, k in zip(evals, key)]
+        paper = [(x, p) for x, p in paper if isinstance(p, (int, float))]
+        if paper:
+            ax.plot(*zip(*paper), linestyle="--", color=color, alpha=0.6, label=f"{vr.variant.name} (paper)")
+    if not drawn:
+        pyplot().close(fig)
+        return False
+    kind = evals[0].corrupt.split(":")[0] if evals[0].corrupt else "noise"
+    ax.set(xlabel=f"{kind} level (%)", ylabel="test accuracy (%)",
+           title=f"accuracy against {kind} — {plan.spec.name} ({plan.budget})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    save_figure(fig, path, dpi=100, tight=True)
+    return True
+
+
 def make_plots(plan: Plan, variants: list[VariantResult]) -> dict[str, Any]:
     """All PNGs of the report; returns {"headline": path, "curves": [...], "figures": [(FigureSpec, path)]}."""
     out_dir = plan.study_dir / PLOTS_DIR
-    made: dict[str, Any] = {"headline": None, "curves": [], "figures": []}
+    made: dict[str, Any] = {"headline": None, "curves": [], "figures": [], "sweeps": []}
     p = out_dir / f"bar_{plan.spec.headline}.png"
     if plot_bars(plan, variants, plan.spec.headline, p):
         made["headline"] = p
+    for group in dict.fromkeys(e.group for e in plan.spec.evaluations if e.level is not None):
+        p = out_dir / f"sweep_{group}.png"
+        if plot_sweep(plan, variants, group, p):
+            made["sweeps"].append(p)
     for key in plan.spec.curves:
         p = out_dir / f"curves_{key}.png"
         if plot_curves(plan, variants, key, p):

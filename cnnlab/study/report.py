@@ -113,6 +113,15 @@ def _results(plan: Plan, variants: list[VariantResult]) -> str:
         f"paper's setting unless it is <i>full</i>.</p>"])
 
 
+def _selection(plan: Plan) -> str:
+    if not plan.selection:
+        return ""
+    from .select import selection_note, selection_table
+
+    return "\n".join(["<h2>Settings chosen by cross-validation</h2>", _html_table(*selection_table(plan)),
+                      f"<p class='note'>{html.escape(selection_note(plan))}</p>"])
+
+
 def _claims(plan: Plan) -> str:
     if not plan.spec.claims:
         return ""
@@ -124,6 +133,10 @@ def _plots(plan: Plan, plots: dict[str, Any]) -> str:
     parts = []
     if plots.get("headline"):
         parts.append(f"<h2>{html.escape(METRICS[plan.spec.headline].label)}</h2>" + _img(plots["headline"], "headline"))
+    if plots.get("sweeps"):
+        parts.append("<h2>Evaluations at increasing corruption</h2>")
+        parts.append("<div class='pair'>" + "".join(f"<div>{_img(p, p.stem)}</div>" for p in plots["sweeps"])
+                     + "</div>")
     if plots.get("curves"):
         parts.append("<h2>Learning curves</h2>")
         parts.append("<div class='pair'>" + "".join(f"<div>{_img(p, p.stem)}</div>" for p in plots["curves"])
@@ -185,7 +198,7 @@ def _spec(plan: Plan) -> str:
 def write_report(plan: Plan, variants: list[VariantResult], plots: dict[str, Any], path: Path,
                  command: str = "") -> None:
     """Write ``report.html`` from the collected results and the plots :func:`make_plots` drew."""
-    sections = [_head(plan), _meta(plan, variants, command), _results(plan, variants), _claims(plan),
+    sections = [_head(plan), _meta(plan, variants, command), _results(plan, variants), _selection(plan), _claims(plan),
                 _plots(plan, plots), _figures(plots), _runs(plan, variants), _failures(plan, variants),
                 _variants(plan), _spec(plan), "</body></html>"]
     atomic_write_text(path, "\n".join(s for s in sections if s))

@@ -7,12 +7,11 @@ trainer's return values, so ``--report-only`` rebuilds them from the run folders
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from ..runs import SUMMARY, read_metrics
-from .metrics import METRICS
+from ..runs import EVALS, SUMMARY, read_metrics
+from .metrics import METRICS, mean_std, metric
 from .plan import Plan, PlannedRun, error_file, record_failure, run_status
 from .variants import Variant
 
@@ -51,16 +50,6 @@ class VariantResult:
         return f"{self.done}/{n} done" + (f", {partial} interrupted" if partial else "")
 
 
-def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n-1); std is None for a single value."""
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _read_run(plan: Plan, run: PlannedRun) -> RunResult:
     status = run_status(plan, run)
     summary: dict[str, Any] = {}
@@ -74,7 +63,19 @@ def _read_run(plan: Plan, run: PlannedRun) -> RunResult:
     if status == "failed":
         path = error_file(plan, run)
         error = path.read_text().strip().splitlines()[0] if path.is_file() else "failed"
+    if status == "done":  # named evaluations (a spec's evaluations:), read by the KIND@NAME metrics
+        summary["evals"] = _evaluations(run.run_dir / EVALS)
     return RunResult(run, status, summary, read_metrics(run.run_dir), error)
+
+
+def _evaluations(folder) -> dict[str, Any]:
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # a damaged file reads as a missing evaluation (n/a); the study redoes none by itself
+    return out
 
 
 def collect(plan: Plan) -> list[VariantResult]:
@@ -83,7 +84,8 @@ def collect(plan: Plan) -> list[VariantResult]:
     for v in plan.spec.variants:
         results = [_read_run(plan, run) for run in plan.runs_of(v.name)]
         stats = {}
-        for key in set(plan.spec.metrics) | {plan.spec.headline}:
+        evaluated = {metric(f"acc@{e.name}").key for e in plan.spec.evaluations}  # the accuracy-vs-level plots
+        for key in set(plan.spec.metrics) | {plan.spec.headline} | evaluated:
             vals = [x for r in results if (x := r.value(key)) is not None]
             mean, std = mean_std(vals)
             stats[key] = (mean, std, len(vals))

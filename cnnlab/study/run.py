@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from ..files import atomic_write_text
 from .estimate import print_plan
-from .execute import execute
+from .execute import execute, run_evaluations
 from .plan import Plan, PlannedRun, check_existing, plan_study
 from .plots import make_plots
 from .report import write_report
@@ -27,7 +27,8 @@ def _write_study_files(plan: Plan, command: str) -> None:
     atomic_write_text(d / "spec.yaml", plan.spec.text)
     info = {"name": plan.spec.name, "source": plan.spec.source, "budget": plan.budget, "command": command,
             "overrides": plan.overrides, "jobs": plan.jobs, "threads_per_run": plan.threads,
-            "runs": [{"variant": r.variant, "seed": r.seed, "run_dir": plan.relative(r.run_dir)} for r in plan.runs]}
+            "runs": [{"variant": r.variant, "seed": r.seed, "run_dir": plan.relative(r.run_dir), "role": r.role,
+                      **({"setting": r.setting} if r.role == "cv" else {})} for r in plan.all_runs]}
     atomic_write_text(d / "study.json", json.dumps(info, indent=2, default=str) + "\n")
 
 
@@ -43,6 +44,8 @@ def write_outputs(plan: Plan, command: str = "") -> dict[str, Any]:
     plots = make_plots(plan, variants)
     write_report(plan, variants, plots, d / "report.html", command)
     failed = [r for vr in variants for r in vr.results if r.status == "failed"]
+    if plan.selection:
+        atomic_write_text(d / "selection.json", json.dumps(plan.selection, indent=2, default=str) + "\n")
     return {"study_dir": d, "variants": variants, "table": (header, rows), "markdown": markdown_table(header, rows),
             "report": d / "report.html", "csv": d / "results.csv", "failed": failed, "plots": plots}
 
@@ -66,8 +69,16 @@ def run_study(spec: StudySpec | str | Path, budget: str = DEFAULT_BUDGET, out: s
         info = print_plan(plan, log)
         return {"study_dir": plan.study_dir, "plan": plan, **info}
     _write_study_files(plan, command)
+    eval_failures: list = []
     if not report_only:
-        execute(plan, log, on_epoch)
+        if any(sel["chosen"] is None for sel in plan.selection.values()):
+            execute(plan, log, on_epoch, runs=plan.cv_runs)  # cross-validation first: it chooses settings
+            plan = plan_study(spec, budget, out, jobs, overrides, threads, study_dir)
+            check_existing(plan)
+        pending = {v for v, sel in plan.selection.items() if sel["chosen"] is None}
+        execute(plan, log, on_epoch, runs=[r for r in plan.all_runs if r.role == "cv" or r.variant not in pending])
+        eval_failures = run_evaluations(plan, log)
     result = write_outputs(plan, command)
+    result["failed_evaluations"] = eval_failures
     result["plan"] = plan
     return result

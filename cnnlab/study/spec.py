@@ -15,15 +15,19 @@ from typing import Any
 import yaml
 
 from ..errors import CnnlabError, suggest, unknown_names
-from .metrics import CURVE_METRICS, CURVE_X, DEFAULT_CURVES, DEFAULT_METRICS, Metric, metric
-from .variants import NAME_OK, Variant, check_config_keys, expect_mapping, make_variants
+from .metrics import CURVE_METRICS, CURVE_X, DEFAULT_CURVES, DEFAULT_METRICS, METRICS, Metric, metric
+from .variants import NAME_OK, Variant, check_config_keys, expect_mapping, grid_variants, make_variants
 
 BUDGETS = ("smoke", "small", "full")  # what --budget picks and a spec's budgets: may tune
 DEFAULT_BUDGET = "small"
 SPEC_KEYS = ("name", "description", "reproduces", "source", "base", "grid", "variants", "combine", "seeds",
-             "budgets", "report", "paper", "figures", "claims", "notes")
+             "budgets", "report", "paper", "figures", "claims", "notes", "evaluations", "select")
 REPORT_KEYS = ("metrics", "headline", "curves", "curve_x")
 FIGURE_KEYS = ("title", "variants", "metric", "image", "caption")
+EVALUATION_KEYS = ("corrupt", "levels", "denoiser", "variants")
+SELECT_KEYS = ("variants", "folds", "grid", "metric")
+# config keys whose value may name another variant's run folder as "@VARIANT" (cnnlab.study.plan)
+REFERENCE_KEYS = ("features_from", "denoiser")
 
 
 @dataclass
@@ -33,6 +37,29 @@ class FigureSpec:
     metric: str | None = None
     image: Path | None = None  # the paper's own figure, if the spec ships one
     caption: str = ""
+
+
+@dataclass
+class EvaluationSpec:
+    """One extra evaluation of each finished run of ``variants`` (``cnnlab eval``), reported as
+    ``acc@<name>``: on the test split corrupted by ``corrupt``, through ``denoiser`` when set."""
+
+    name: str
+    group: str  # the ``evaluations:`` entry it comes from (its levels make one accuracy-vs-level plot)
+    corrupt: str | None
+    level: float | None
+    denoiser: str | None  # "@VARIANT" or a run folder
+    variants: list[str]
+
+
+@dataclass
+class SelectSpec:
+    """Grid search by k-fold cross-validation on the training split (two-stage paper Sec. 2.3)."""
+
+    variants: list[str]
+    folds: int
+    grid: list[Variant]
+    metric: str
 
 
 @dataclass
@@ -55,6 +82,8 @@ class StudySpec:
     figures: list[FigureSpec] = field(default_factory=list)
     claims: list[str] = field(default_factory=list)
     notes: str = ""
+    evaluations: list[EvaluationSpec] = field(default_factory=list)
+    select: SelectSpec | None = None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -141,11 +170,26 @@ def parse_spec(data: Any, source: str = "spec", text: str | None = None, path: P
     spec.seeds = (read_seeds(data["seeds"], f"{source}: seeds") if "seeds" in data else
                   read_seeds([spec.base.get("seed", 0)], f"{source}: base.seed"))
     _read_budgets(spec, data.get("budgets"))
+    _read_references(spec)
+    _read_evaluations(spec, data.get("evaluations"))
+    _read_select(spec, data.get("select"))
     _read_report(spec, data.get("report"))
     _read_paper(spec, data.get("paper"))
     _read_figures(spec, data.get("figures"))
     _read_claims(spec, data.get("claims"))
+    _check_evaluation_metrics(spec)
     return spec
+
+
+def _check_evaluation_metrics(spec: StudySpec) -> None:
+    """``acc@NAME`` metrics (report, paper values, select) must name one of the spec's evaluations."""
+    names = [e.name for e in spec.evaluations]
+    used = list(spec.metrics) + ([spec.select.metric] if spec.select else [])
+    for key in used:
+        if "@" in key and key.partition("@")[2] not in names:
+            hint = suggest(key.partition("@")[2], names)
+            raise CnnlabError(f"{spec.source}: metric {key!r} names no evaluation of the spec"
+                              f"{f' ({hint})' if hint else ''}; evaluations: {', '.join(names) or 'none'}")
 
 
 def _text(data: dict, key: str) -> str:
@@ -286,3 +330,79 @@ def _read_claims(spec: StudySpec, value: Any) -> None:
     if not isinstance(claims, list):
         raise CnnlabError(f"{spec.source}: claims: expected a list of sentences")
     spec.claims = [str(c) for c in claims]
+
+
+def _reference(spec: StudySpec, value: Any, where: str) -> None:
+    """``"@VARIANT"`` must name a variant of the spec (its run of the same seed is meant)."""
+    if isinstance(value, str) and value.startswith("@"):
+        _known_variant(spec, value[1:], where)
+
+
+def _read_references(spec: StudySpec) -> None:
+    for layer, where in [(spec.base, "base")] + [(v.values, f"variants[{v.name}]") for v in spec.variants]:
+        for key in REFERENCE_KEYS:
+            _reference(spec, layer.get(key), f"{spec.source}: {where}.{key}")
+    for v in spec.variants:
+        for key in REFERENCE_KEYS:
+            if v.values.get(key) == f"@{v.name}":
+                raise CnnlabError(f"{spec.source}: variants[{v.name}].{key}: a variant cannot use its own run")
+
+
+def _read_evaluations(spec: StudySpec, value: Any) -> None:
+    """``evaluations: {NAME: {corrupt: KIND[:LEVEL], levels: [...], denoiser: "@VARIANT", variants: [...]}}``;
+    with ``levels`` one evaluation per level, named ``NAME-LEVEL``."""
+    from ..data.corrupt import parse_corruption
+
+    where = f"{spec.source}: evaluations"
+    for name, entry in expect_mapping(value, where).items():
+        w = f"{where}.{name}"
+        if not NAME_OK.match(str(name)):
+            raise CnnlabError(f"{w}: the name must be a plain file name (letters, digits, . _ + = , -)")
+        entry = expect_mapping(entry, w, allow_none=False)
+        bad = [k for k in entry if k not in EVALUATION_KEYS]
+        if bad:
+            raise CnnlabError(f"{w}: unknown key {unknown_names(bad, EVALUATION_KEYS)} "
+                              f"(keys: {', '.join(EVALUATION_KEYS)})")
+        variants = entry.get("variants") or [v.name for v in spec.variants]
+        if not isinstance(variants, list):
+            raise CnnlabError(f"{w}.variants: expected a list of variant names")
+        variants = [_known_variant(spec, n, f"{w}.variants") for n in variants]
+        denoiser = entry.get("denoiser")
+        _reference(spec, denoiser, f"{w}.denoiser")
+        corrupt, levels = entry.get("corrupt"), entry.get("levels")
+        if levels is None:
+            if corrupt is not None:
+                parse_corruption(str(corrupt), f"{w}.corrupt")
+            spec.evaluations.append(EvaluationSpec(str(name), str(name), None if corrupt is None else str(corrupt),
+                                                   None, denoiser, variants))
+            continue
+        if corrupt is None or ":" in str(corrupt) or not isinstance(levels, list) or not levels:
+            raise CnnlabError(f"{w}: with levels, give corrupt: KIND (no level) and levels: a list of numbers")
+        for level in levels:
+            c = parse_corruption(f"{corrupt}:{level}", f"{w}.levels")
+            spec.evaluations.append(EvaluationSpec(f"{name}-{c.level:g}", str(name), str(c), c.level, denoiser,
+                                                   variants))
+
+
+def _read_select(spec: StudySpec, value: Any) -> None:
+    if value is None:
+        return
+    where = f"{spec.source}: select"
+    entry = expect_mapping(value, where, allow_none=False)
+    bad = [k for k in entry if k not in SELECT_KEYS]
+    if bad:
+        raise CnnlabError(f"{where}: unknown key {unknown_names(bad, SELECT_KEYS)} (keys: {', '.join(SELECT_KEYS)})")
+    names = entry.get("variants")
+    if not isinstance(names, list) or not names:
+        raise CnnlabError(f"{where}.variants: expected the list of variants whose setting is selected")
+    names = [_known_variant(spec, n, f"{where}.variants") for n in names]
+    folds = entry.get("folds", 3)
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise CnnlabError(f"{where}.folds: expected an integer >= 2, got {folds!r}")
+    if entry.get("grid") is None:
+        raise CnnlabError(f"{where}.grid: expected the axes to choose from, e.g. model_options.hidden: [...]")
+    grid = grid_variants(entry["grid"], f"{where}.grid")
+    key = metric(str(entry.get("metric", "test_acc")), f"{where}.metric").key
+    if METRICS[key].better not in ("higher", "lower"):
+        raise CnnlabError(f"{where}.metric: {key!r} has no better direction to select by")
+    spec.select = SelectSpec(names, folds, grid, key)

@@ -97,6 +97,11 @@ def write_markdown(plan: Plan, header: list[str], rows: list[list[str]], path: P
     if spec.reproduces:
         md += [f"Reproduces: {spec.reproduces}", ""]
     md += [f"Command: `{command or plan.command()}`", "", markdown_table(header, rows), "", TABLE_NOTE, ""]
+    if plan.selection:
+        from .select import selection_note, selection_table
+
+        md += ["## Settings chosen by cross-validation", "", markdown_table(*selection_table(plan)), "",
+               selection_note(plan), ""]
     atomic_write_text(path, "\n".join(md))
 
 
