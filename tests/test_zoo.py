@@ -47,7 +47,7 @@ def small_size(key: str) -> int:
     return max(MODELS.entry(registered(key)).meta["min_size"], 16)
 
 
-def test_zoo_covers_the_issue():
+def test_every_paper_network_is_registered_with_its_source_and_native_size():
     for key in ZOO:
         assert registered(key) in MODELS
         meta = MODELS.entry(registered(key)).meta
