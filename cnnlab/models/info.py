@@ -93,15 +93,7 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _probe(model, in_channels, image_size, device, handles)
     return {
         "macs": macs,
         "complexity_eq47": eq47,
@@ -134,6 +126,13 @@ def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> d
         if n:
             start, end = hooks(n)
             handles += [m.register_forward_pre_hook(start), m.register_forward_hook(end)]
+    _probe(model, in_channels, image_size, device, handles)
+    return {n: shape for n, shape in shapes.items() if shape is not None}
+
+
+def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.device, handles: list) -> None:
+    """One eval-mode forward pass of a single zero image, so the hooks behind ``handles`` see every
+    layer; the hooks are removed and the model's train/eval mode restored afterwards."""
     was_training = model.training
     model.eval()
     try:
@@ -143,7 +142,6 @@ def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> d
         for h in handles:
             h.remove()
         model.train(was_training)
-    return {n: shape for n, shape in shapes.items() if shape is not None}
 
 
 def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict) -> nn.Module:
