@@ -17,8 +17,8 @@ The stage has its own
 * metrics: ``pretrain.jsonl``, one row per layer and epoch: ``recon_error`` (mean squared
   difference per visible unit between the data and E[v | h0], h0 sampled from p(h | v): the
   one-step reconstruction), ``pseudo_ll`` (Bernoulli visible units only: the stochastic
-  pseudo-log-likelihood per sample, :meth:`~cnnlab.models.rbm.RBM.pseudo_log_likelihood`),
-  ``seconds``; and ``pretrain.png``;
+  pseudo-log-likelihood per sample, :meth:`~cnnlab.models.rbm.RBM.pseudo_log_likelihood`,
+  averaged over the epoch's batches), ``seconds``; and ``pretrain.png``;
 * checkpoint: ``pretrain.pt`` after every epoch (the model, the layer's optimizer, where it
   stands, every RNG and the metrics rows so far), written atomically. ``cnnlab train --resume``
   continues from it exactly as if never interrupted; once fine-tuning has written

@@ -176,3 +176,9 @@ def test_denoising_autoencoder_reports_and_draws_its_denoising(tiny_config):
     assert summary["test_denoise_loss"] > summary["test_loss"] > 0
     assert (run_dir / runs.RECONSTRUCTIONS).is_file() and (run_dir / runs.DENOISING).is_file()
     assert Corruption("salt-pepper", 0.2).label == "salt-pepper-0.2"
+
+
+def test_classifying_with_an_autoencoder_is_a_clear_error(tiny_config):
+    cfg = tiny_config(model="autoencoder", model_options={"hidden": [8]})
+    with pytest.raises(CnnlabError, match="objective reconstruct"):
+        train(cfg)

@@ -147,7 +147,7 @@ def dbn_config(tiny_config, **changes):
 @pytest.fixture(scope="module")
 def pretrained_and_scratch(tmp_path_factory):
     """The same three-layer sigmoid net (64-64-64) with the same short fine-tuning (2 epochs of Adam),
-    once after 8 epochs of greedy CD-1 pre-training per layer, once from its random initialization."""
+    once after 5 epochs of greedy CD-1 pre-training per layer, once from its random initialization."""
     from cnnlab.config import TrainConfig
 
     out = tmp_path_factory.mktemp("dbn")
@@ -155,7 +155,7 @@ def pretrained_and_scratch(tmp_path_factory):
                   input_scaling="none", opt="adam", lr=0.01, sched="constant", weight_decay=0.0, epochs=2,
                   batch_size=32, pretrain_lr=0.01, cd_k=1, channels_last=False, out=str(out), progress=False,
                   threads=1, precision="fp32")
-    pretrained = train(TrainConfig.from_dict({**common, "name": "pretrained", "pretrain_epochs": 8}))
+    pretrained = train(TrainConfig.from_dict({**common, "name": "pretrained", "pretrain_epochs": 5}))
     scratch = train(TrainConfig.from_dict({**common, "name": "scratch", "pretrain_epochs": 0}))
     return pretrained, scratch
 
@@ -164,7 +164,7 @@ def test_dbn_pretraining_writes_its_own_metrics_and_checkpoint_then_fine_tunes(p
     summary, _ = pretrained_and_scratch
     run_dir = runs.Path(summary["run_dir"])
     rows = runs.read_metrics(run_dir, runs.PRETRAIN_METRICS)
-    assert [(r["layer"], r["epoch"]) for r in rows] == [(layer, e) for layer in (1, 2, 3) for e in range(1, 9)]
+    assert [(r["layer"], r["epoch"]) for r in rows] == [(layer, e) for layer in (1, 2, 3) for e in range(1, 6)]
     assert all(r["visible"] == "bernoulli" and "pseudo_ll" in r for r in rows)
     first_layer = [r["recon_error"] for r in rows if r["layer"] == 1]
     assert first_layer[-1] < 0.8 * first_layer[0]  # CD learns: the one-step reconstruction improves
@@ -176,7 +176,7 @@ def test_dbn_pretraining_writes_its_own_metrics_and_checkpoint_then_fine_tunes(p
 def test_pretraining_then_fine_tuning_beats_random_init(pretrained_and_scratch):
     """The premise of DBN pre-training on a small problem: with the same short fine-tuning, the
     pre-trained net is clearly better than the same net from its random initialization (seen
-    here: about 68-76% against 47-58% test accuracy over seeds 0-2)."""
+    here: 67-72% against 47-58% test accuracy over seeds 0-2)."""
     pretrained, scratch = pretrained_and_scratch
     assert pretrained["test_acc"] > scratch["test_acc"] + 0.05, (pretrained["test_acc"], scratch["test_acc"])
 

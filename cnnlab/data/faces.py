@@ -7,9 +7,9 @@ writes ``OUT_DIR/person01/photo01.png`` ... (grey PNGs), which ``--data folder -
 reads like any folder of classes. Each person is a fixed set of face proportions (head shape, eye
 spacing and size, brows, nose, mouth, hair line, skin tone); each photo of a person varies what a
 passport-style sitting varies: a small offset, rotation and scale, the lighting direction,
-the expression (mouth curve, eyes open or shut), and sensor noise. It is a stand-in, not a face data set: the numbers measured
-on it say that the folder path works and how the classifiers rank on an easy 40-class problem,
-not how they do on FERET.
+the expression (mouth curve, eyes open or shut), and sensor noise. It is a stand-in, not a face
+data set: the numbers measured on it say that the folder path works and how the classifiers rank
+on an easy 40-class problem, not how they do on FERET.
 """
 from __future__ import annotations
 

@@ -40,6 +40,16 @@ class Classify(Objective):
     def from_config(cls, cfg) -> "Classify":
         return cls(cfg.label_smoothing)
 
+    def bind(self, model: torch.nn.Module) -> None:
+        # a model that outputs its input (an autoencoder) has no class scores to take a softmax of;
+        # without this check PyTorch fails on the first batch with a message about "spatial targets"
+        if hasattr(model, "encode") and hasattr(model, "decode"):
+            from ..errors import CnnlabError
+
+            raise CnnlabError(f"--objective {self.name}: model {type(model).__name__} reconstructs its input and "
+                              "has no class scores; train it with --objective reconstruct, then classify its "
+                              "codes with --features-from RUN (docs/two-stage.md)")
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.float(), target, label_smoothing=self.label_smoothing)
 

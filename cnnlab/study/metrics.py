@@ -98,6 +98,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     _m("f1_of_macro", "F1 of macro P,R (%)", _S("f1_of_macro"), _pct, "higher", 2, "test_f1_of_macro"),
     _m("bep", "BEP (%)", _S("bep"), _pct, "higher"),
     _m("train_seconds", "Train time (s)", _S("train_seconds"), _num, "lower", 1, "elapsed"),
+    _m("pretrain_seconds", "Pre-train time (s)", _S("pretrain_seconds"), _num, "lower", 1),  # a DBN's RBM stage
     _m("images_per_second", "Images/s", _S("images_per_second"), _num, "higher", 0, "images_per_second"),
     _m("params", "Params", _S("params"), _num, "", 0),
     _m("epochs", "Epochs", _S("epochs"), _num, "", 0),

@@ -103,38 +103,35 @@ def plot_bars(plan: Plan, variants: list[VariantResult], key: str, path: Path) -
 
 def plot_sweep(plan: Plan, variants: list[VariantResult], group: str, path: Path) -> bool:
     """Accuracy against the corruption level of one ``evaluations:`` entry with ``levels``: a line per
-    variant (mean ± std over seeds), the paper's values dashed in the same colour."""
+    variant (mean ± std over seeds), the paper's values dashed in the same colour; one panel per data
+    set the variants train on."""
     from .metrics import metric
 
     evals = [e for e in plan.spec.evaluations if e.group == group and e.level is not None]
     chosen = [vr for vr in variants if evals and vr.variant.name in evals[0].variants]
+    keys = [metric(f"acc@{e.name}").key for e in evals]
+    chosen = [vr for vr in chosen if any(vr.stats.get(k, (None,))[0] is not None for k in keys)]
     if not chosen:
         return False
-    fig, ax = pyplot().subplots(figsize=(7.5, 4.5))
-    palette = colors(len(variants))
-    index = {vr.variant.name: i for i, vr in enumerate(variants)}
-    drawn = False
+    panels: dict[str, list[VariantResult]] = {}
     for vr in chosen:
-        key = [metric(f"acc@{e.name}").key for e in evals]
-        pts = [(100 * e.level, vr.stats.get(k, (None, None, 0))) for e, k in zip(evals, key)]
-        pts = [(x, st) for x, st in pts if st[0] is not None]
-        color = palette[index[vr.variant.name]]
-        if pts:
-            drawn = True
+        panels.setdefault(plan.runs_of(vr.variant.name)[0].config.data, []).append(vr)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(6.5 * len(panels) + 1.5, 4.8), squeeze=False)
+    kind = evals[0].corrupt.split(":")[0] if evals[0].corrupt else "noise"
+    for ax, (data, members) in zip(axes[0], panels.items()):
+        for vr, color in zip(members, colors(len(members))):
+            pts = [(100 * e.level, vr.stats[k]) for e, k in zip(evals, keys)
+                   if vr.stats.get(k, (None,))[0] is not None]
             ax.errorbar([x for x, _ in pts], [st[0] for _, st in pts], yerr=[st[1] or 0 for _, st in pts],
                         marker="o", markersize=3, capsize=3, color=color, label=vr.variant.name)
-        paper = [(100 * e.level, vr.variant.paper.get(k)) for e, k in zip(evals, key)]
-        paper = [(x, p) for x, p in paper if isinstance(p, (int, float))]
-        if paper:
-            ax.plot(*zip(*paper), linestyle="--", color=color, alpha=0.6, label=f"{vr.variant.name} (paper)")
-    if not drawn:
-        pyplot().close(fig)
-        return False
-    kind = evals[0].corrupt.split(":")[0] if evals[0].corrupt else "noise"
-    ax.set(xlabel=f"{kind} level (%)", ylabel="test accuracy (%)",
-           title=f"accuracy against {kind} — {plan.spec.name} ({plan.budget})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+            paper = [(100 * e.level, vr.variant.paper.get(k)) for e, k in zip(evals, keys)]
+            paper = [(x, p) for x, p in paper if isinstance(p, (int, float))]
+            if paper:
+                ax.plot(*zip(*paper), linestyle="--", color=color, alpha=0.7, label=f"{vr.variant.name} (paper)")
+        ax.set(xlabel=f"{kind} level (%)", ylabel="test accuracy (%)", title=f"{data}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"accuracy against {kind} — {plan.spec.name} ({plan.budget})")
     save_figure(fig, path, dpi=100, tight=True)
     return True
 

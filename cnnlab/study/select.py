@@ -21,8 +21,9 @@ def selection_table(plan: Plan) -> tuple[list[str], list[list[str]]]:
         return [], []
     select = plan.spec.select
     m = METRICS[select.metric]
+    held_out = m.label.replace("Test ", "validation ").replace("test ", "validation ")  # scored on the folds
     header = ["Variant", "Setting"] + [f"fold {i}" for i in range(1, select.folds + 1)] + \
-        [f"mean {m.label}", "chosen"]
+        [f"mean {held_out}", "chosen"]
     rows = []
     for name, sel in plan.selection.items():
         for g in select.grid:
@@ -37,6 +38,6 @@ def selection_table(plan: Plan) -> tuple[list[str], list[list[str]]]:
 def selection_note(plan: Plan) -> str:
     select = plan.spec.select
     return (f"Selected by {select.folds}-fold cross-validation on the training split (the first seed): each "
-            f"setting trained on {select.folds - 1} folds and scored on the held-out one "
-            f"({METRICS[select.metric].label}); the test split was not used. The chosen setting is then "
-            f"trained on the whole training split and tested once (the results table).")
+            f"setting trained on {select.folds - 1} folds and scored on the held-out one ({select.metric} of "
+            f"the run, measured on that fold); the test split was not used. The chosen setting is then trained "
+            f"on the whole training split and tested once (the results table).")
