@@ -87,8 +87,10 @@ class Autoencoder(nn.Module):
         h = z
         n = len(self.encoder)
         for i in range(n):
-            bias = self.decoder_biases[i] if self.tied else self.decoder[i].bias
-            h = F.linear(h, self.decoder_weight(i), bias)
+            if self.tied:
+                h = F.linear(h, self.decoder_weight(i), self.decoder_biases[i])
+            else:  # a module call, so per-layer hooks (models --info's cost count) see the decoder too
+                h = self.decoder[i](h)
             if i < n - 1:
                 h = self.decoder_acts[i](h)
         return h.view(-1, *self.input_shape)
