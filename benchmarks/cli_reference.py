@@ -149,7 +149,7 @@ def _invocation(a: argparse.Action, usage: bool = False) -> str:
 def _help(a: argparse.Action) -> str:
     """The flag's help with its default appended unless the help already states it."""
     text = a.help or ""
-    if "%(" in text:  # argparse's own placeholders, e.g. %(default)s
+    if "%" in text:  # argparse's own placeholders, e.g. %(default)s, and "%%" for a literal percent sign
         text = text % {**vars(a), "prog": ""}
     default = a.default
     if default is argparse.SUPPRESS and a.dest in FIELDS:  # train flags: the default lives in the config

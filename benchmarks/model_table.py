@@ -48,12 +48,19 @@ PAPER = [
     ("resnet164", 32, {}, "parameters", "params", 1.7e6, "He et al. 2016 Table 2"),
     ("resnet50", 224, {}, "mult-adds", "macs", 3.8e9, "He et al. 2015 Table 1 (FLOPs)"),
     ("resnet152", 224, {}, "mult-adds", "macs", 11.3e9, "He et al. 2015 Table 1 (FLOPs)"),
+    # issue 17: GoogLeNet 2014 without its training-only auxiliary heads; the MSRA VGG against "Kaiming Net"
+    ("googlenet", 224, {"aux_weight": 0}, "parameters", "params", 5e6, "thesis Table 4.7 (6.8M: Szegedy et al.)"),
+    ("googlenet", 224, {"aux_weight": 0}, "complexity vs AlexNet", "complexity_vs_alexnet", 3.07, "thesis Table 4.7"),
+    ("msra-vgg", 224, {}, "parameters", "params", 95e6, "thesis Table 4.7 (Kaiming Net)"),
+    ("msra-vgg", 224, {}, "complexity vs AlexNet", "complexity_vs_alexnet", 1.28, "thesis Table 4.7 (Kaiming Net)"),
 ]
 
 
 def native(name: str) -> tuple[int, int, int]:
     """(channels, side, classes) of a model's paper setting: the input `cnnlab models` lists it at."""
-    channels, side = default_input(name)
+    channels, side = default_input(name)  # for a 1-D signal model (cae1d, cnn1d): side = length
+    if MODELS.entry(name).meta.get("signal"):
+        return channels, side, 50  # the two-stage paper's 50 wheat sorts (Sec. 3)
     classes = 121 if name.startswith("ndsb") else 1000 if side >= 112 else 10
     return channels, side, classes
 

@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "TrainConfig": "config",
-    "train": "train",
+    "train": "api", "load_run": "api", "register_arrays": "api",
     "count_parameters": "models", "create_model": "models", "list_models": "models",
     "create_optimizer": "optim", "create_scheduler": "optim",
     "list_datasets": "data", "load_dataset": "data",
 }
 
-__all__ = ["CnnlabError", "TrainConfig", "train", "count_parameters", "create_model", "create_optimizer",
+__all__ = ["CnnlabError", "TrainConfig", "train", "load_run", "register_arrays", "count_parameters", "create_model", "create_optimizer",
            "create_scheduler", "list_datasets", "list_models", "load_dataset", "__version__"]
 
 

@@ -22,6 +22,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for counts and sizes that must be >= 1 (``-b 0`` would loop on empty batches)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _key_values(text: str) -> tuple[str, Any]:
     """argparse type for KEY=VALUE options (:func:`cnnlab.config.parse_key_value`)."""
     try:
@@ -39,7 +50,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         kind = str(f.type).replace(" | None", "")
         group = groups[meta["section"]]
         default = field_default(name)
-        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["help"]}
+        # a field's help is plain text: argparse would read a "%" in it as a format directive and crash --help
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": meta["help"].replace("%", "%%")}
         if kind == "bool":
             shown = f" (default: {default})" if default is not None else ""  # None: the help says what happens
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **{**kw, "help": kw["help"] + shown})
@@ -100,12 +112,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from .lr_find import lr_find
+
+    result = lr_find(_config_from_args(args), args.start_lr, args.end_lr, args.num_steps, args.plot)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k not in ("lrs", "losses", "smoothed")}))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .inference import evaluate_run
 
-    evaluate_run(args.run, data=args.data, data_dir=args.data_dir, tta=args.tta, device=args.device,
+    if len(args.run) > 1:  # an ensemble: the members' probabilities averaged (cnnlab/ensemble.py)
+        from .ensemble import evaluate_ensemble
+
+        if args.denoiser:
+            raise CnnlabError("--denoiser evaluates one run; it does not apply to an ensemble of several runs")
+        evaluate_ensemble(args.run, data=args.data, data_dir=args.data_dir, tta=args.tta, device=args.device,
+                          batch_size=args.batch_size, as_json=args.json, corrupt=args.corrupt,
+                          corrupt_seed=args.corrupt_seed, output=args.output, overwrite=args.overwrite,
+                          weights=args.weights)
+        return 0
+    evaluate_run(args.run[0], data=args.data, data_dir=args.data_dir, tta=args.tta, device=args.device,
                  batch_size=args.batch_size, as_json=args.json, corrupt=args.corrupt, corrupt_seed=args.corrupt_seed,
-                 denoiser=args.denoiser, output=args.output, overwrite=args.overwrite)
+                 denoiser=args.denoiser, output=args.output, overwrite=args.overwrite, weights=args.weights)
     return 0
 
 
@@ -169,6 +200,24 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    from .data.path_costs import cost_report  # what the in-memory and the stream data path cost
+
+    print("\n" + "\n".join(cost_report(list_datasets(), args.data_dir)))
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack
+
+    if args.verify:
+        from .data.shards import verify_shards
+
+        print(f"{args.source}: all shards match their checksums ({verify_shards(args.source) / 1e6:.1f} MB read)")
+        return 0
+    if not args.out:
+        raise CnnlabError("pack: --out DIR is required (where the shards and manifest.json go)")
+    pack(args.source, args.out, shard_size_mb=args.shard_size, image_size=args.image_size, keep_size=args.keep_size,
+         data_dir=args.data_dir, test_split=args.test_split, seed=args.seed)
     return 0
 
 
@@ -187,13 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run on its test split (all metrics)")
-    p.add_argument("run", help="run folder")
+    p = sub.add_parser("lr-find", help="sweep the learning rate exponentially and suggest one (plot + JSON)",
+                       description="Train the configured model for ~100 steps while the learning rate grows "
+                                   "geometrically; plot the smoothed loss and suggest the rate where it falls "
+                                   "fastest. Takes every train flag; see docs/training.md.")
+    p.add_argument("--config", help="YAML file of config values (flags override it)")
+    p.add_argument("--start-lr", type=float, default=1e-6, help="first rate of the sweep (default 1e-6)")
+    p.add_argument("--end-lr", type=float, default=1.0, help="last rate of the sweep (default 1)")
+    p.add_argument("--num-steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
+    p.add_argument("--plot", default="lr_find.png", metavar="PNG", help="where the plot goes; the figures go "
+                   "beside it as .json (default lr_find.png)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_lr_find, resume=None)
+
+    p = sub.add_parser("eval", help="evaluate a run on its test split (all metrics), or an ensemble of runs")
+    p.add_argument("run", nargs="+", metavar="RUN", help="run folder; several: their averaged probabilities "
+                   "(an ensemble; nothing is written unless --output NAME, then RUN/evals/NAME.json in each)")
     p.add_argument("--data", help="evaluate on another dataset with the same classes and input shape")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the run's)")
+    p.add_argument("--tta", metavar="MODE", help=f"test-time augmentation: {', '.join(TTA_MODES)} or random:N (N seeded "
+                   "random views averaged, thesis Ch. 6; default: the run's)")
     p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("-b", "--batch-size", type=int, default=1024)
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=1024)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--corrupt", metavar="KIND:LEVEL",
                    help="evaluate on a corrupted copy of the test split: salt-pepper:P (a fraction P of the pixels "
@@ -204,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="NAME", help="name of this evaluation: it goes to RUN/evals/NAME.json "
                    "(default with --corrupt/--denoiser: derived from them; never the run's own eval.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing evals/NAME.json")
+    p.add_argument("--weights", choices=("auto", "final", "last", "best"), default="auto",
+                   help="auto = best on validation (best.safetensors) when kept, else final; last = checkpoint.pt")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top-k classes for image files or folders",
@@ -218,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                    help="auto: PyTorch for a run folder or .pt2, onnxruntime for .onnx; onnxruntime with a run "
                         "folder uses its exported model.onnx")
-    p.add_argument("-b", "--batch-size", type=int, default=64, help="images decoded and predicted at a time")
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=64, help="images decoded and predicted at a time")
     p.add_argument("--weights", choices=("auto", "final", "last", "best"), default="auto",
-                   help="a run folder's weights: auto = final, else the last checkpoint")
+                   help="a run folder's weights: auto = best on validation when kept, else final, else last")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--csv", metavar="OUT", help="also write the results to this CSV file")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
@@ -233,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "See docs/deploy.md.")
     p.add_argument("run", help="run folder")
     p.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
-    p.add_argument("--weights", choices=("final", "last", "best"), default="final",
-                   help="final: model.safetensors; last: checkpoint.pt; best: not kept by runs yet (an error)")
+    p.add_argument("--weights", choices=("auto", "final", "last", "best"), default="auto",
+                   help="auto = best when kept, else final; final: model.safetensors (last epoch); last: "
+                        "checkpoint.pt; best: best.safetensors (best epoch on validation)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's own, 18)")
     p.add_argument("--int8", action="store_true", help="static int8 quantization (onnxruntime), calibrated on "
                    "training images; reports accuracy, size and latency before and after")
@@ -277,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list models with parameters and size, or cost figures of one")
     p.add_argument("--info", metavar="NAME", help="cost figures of one model")
-    p.add_argument("--input", default=None, metavar="CxHxW", help="input shape for --info, e.g. 3x32x32")
+    p.add_argument("--input", default=None, metavar="CxHxW",
+                   help="input shape for --info, e.g. 3x32x32, or 1x4000 (channels x length) for a 1-D signal")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("-b", "--batch-size", type=int, default=128, help="batch for peak activation memory")
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=128, help="batch for peak activation memory")
     p.add_argument("--model-options", action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE",
                    help="model options for --info, e.g. groups=2")
     p.set_defaults(func=cmd_models)
@@ -294,6 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PNG", help="where to write the grid (default: RUN/features/IMAGE-LAYER.png)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("pack", help="pack an image folder or a dataset into record shards (for data > RAM)",
+                       description="Write WebDataset-layout tar shards and a manifest (classes, counts, sha256 per "
+                                   "shard, split); train on them with --data shards --data-dir DIR. Resumable: run "
+                                   "the same command again after an interruption. See docs/datasets.md.")
+    p.add_argument("source", metavar="SOURCE", help="an image folder (one sub-folder per class) or a dataset name")
+    p.add_argument("--out", metavar="DIR", help="folder for the shards and manifest.json")
+    p.add_argument("--shard-size", type=float, default=128.0, metavar="MB", help="target shard size (default: 128)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--image-size", type=int, metavar="S", help="fit every image to S x S, stored as PNG")
+    size.add_argument("--keep-size", action="store_true", help="store the files as they are (default for folders)")
+    p.add_argument("--data-dir", help="where a named dataset's files are")
+    p.add_argument("--test-split", type=float, default=0.2, help="folder without train/ and test/: fraction of "
+                   "each class for the test split (default: 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the shuffle before sharding")
+    p.add_argument("--verify", action="store_true", help="check SOURCE, a packed folder, against its checksums")
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("datasets", help="list datasets and whether their files are present")
     p.add_argument("--data-dir", help="also look for files here")
@@ -325,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"cnnlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # training's says what is kept and how to resume (cnnlab.signals_handling)
+        print(f"cnnlab {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

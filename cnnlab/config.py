@@ -29,8 +29,15 @@ from .errors import CnnlabError, first_line, unknown_names
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-TTA_MODES = ("none", "flip", "shift", "flip-shift")
-SECTIONS = ("data", "model", "optimization", "augmentation", "engine", "output")
+TTA_MODES = ("none", "flip", "shift", "flip-shift")  # and "random:N" (is_tta_mode): N seeded random views
+
+
+def is_tta_mode(value: Any) -> bool:
+    """One of :data:`TTA_MODES`, or ``random:N`` with N >= 1 (thesis Ch. 6's multi-view test)."""
+    kind, sep, n = str(value).partition(":")
+    return value in TTA_MODES or (kind == "random" and bool(sep) and n.isdigit() and int(n) >= 1)
+
+SECTIONS = ("data", "validation", "model", "fine-tuning", "optimization", "augmentation", "engine", "output")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,18 @@ def _is_fold(text: str) -> bool:
     return bool(sep) and i.strip().isdigit() and k.strip().isdigit() and 1 <= int(i) <= int(k) and int(k) >= 2
 
 
+def _is_policy(text: str) -> bool:
+    """``--policy``: none, trivialaugment, randaugment or randaugment:N,M (cnnlab.data.policies)."""
+    name, _, args = str(text).partition(":")
+    if name in ("none", "trivialaugment") and not args:
+        return True
+    n, _, m = args.partition(",")
+    try:
+        return name == "randaugment" and (not args or (int(n) >= 1 and 0 <= float(m or 9) <= 30))
+    except ValueError:
+        return False
+
+
 def one_of(choices: tuple[str, ...]) -> Rule:
     return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
 
@@ -84,6 +103,8 @@ def setting(default: Any = None, help: str = "", *, section: str, short: str | N
 
 _data = partial(setting, section="data")
 _model = partial(setting, section="model")
+_val = partial(setting, section="validation")
+_tune = partial(setting, section="fine-tuning")
 _optim = partial(setting, section="optimization")
 _augment = partial(setting, section="augmentation")
 _engine = partial(setting, section="engine")
@@ -101,9 +122,14 @@ class TrainConfig:
                                    rule=at_least(4))
     channels: int | None = _data(None, "1 = grey, 3 = RGB, converted once at load time (default: as stored)",
                                  rule=Rule(lambda v: v in (1, 3), "1 or 3"))
-    val_split: float = _data(0.2, "folder dataset: fraction of images held out for evaluation",
-                             rule=Rule(lambda v: 0 < v < 1, "in (0, 1)"))
+    test_split: float = _data(0.2, "folder dataset without train/ and test/ sub-folders: fraction of each class "
+                                   "held out as the test split", rule=Rule(lambda v: 0 < v < 1, "in (0, 1)"))
     strict: bool = _data(False, "folder dataset: fail on the first unreadable image instead of skipping it")
+    data_path: str = _data("auto", "memory: decode the dataset once into memory; stream: read it (--data folder or "
+                                   "shards) through DataLoader workers that decode and augment every epoch; auto: "
+                                   "stream when the decoded images would take over a quarter of RAM "
+                                   "(cnnlab.data.stream)",
+                           choices=("auto", "memory", "stream"))
     data_options: dict[str, Any] = _data(help="extra dataset options, KEY=VALUE (repeatable)", factory=dict)
     train_subset: int | None = _data(None, "train on the first N training images only", rule=at_least(1))
     test_subset: int | None = _data(None, "evaluate on the first N test images only", rule=at_least(1))
@@ -118,6 +144,22 @@ class TrainConfig:
                                             "(docs/two-stage.md)")
     denoiser: str | None = _data(None, "with --features-from: pass the images through this (denoising) "
                                        "autoencoder run first, in training, eval and predict")
+    # validation: what selection looks at (cnnlab.selection); the test split is evaluated once, at the end
+    val_split: float = _val(0.1, "fraction of each class of the training split held out for validation "
+                                 "(stratified, seeded by --seed, recorded in split.json); per-epoch evaluation, "
+                                 "the best checkpoint, early stopping, --target-acc and the plateau schedule use it. "
+                                 "0: no validation split (no selection: the last weights are tested)",
+                            rule=Rule(lambda v: 0 <= v < 1, "in [0, 1)"))
+    monitor: str | None = _val(None, "validation metric that chooses the best checkpoint and drives early stopping "
+                                     "(default: val_acc for classifiers, else val_loss; *loss/*mse/*error: lower is "
+                                     "better)",
+                               rule=Rule(lambda v: v.startswith("val_"), "a val_* metric, e.g. val_acc"))
+    patience: int | None = _val(None, "early stopping: stop after N evaluations without the monitored metric "
+                                      "improving by more than --min-delta (default: never)", rule=at_least(1))
+    min_delta: float = _val(0.0, "smallest change of the monitored metric that counts as an improvement",
+                            rule=at_least(0))
+    target_acc: float | None = _val(None, "stop when validation accuracy reaches this (percent or fraction)",
+                                    rule=Rule(lambda v: 0 < v <= 100, "a percentage or fraction"))
     # model
     model: str = _model("fastnet", "model name (see `cnnlab models`)", short="-m")
     act: str | None = _model(None, "activation for the model (relu, lrelu:7.5, prelu, rrelu, ...)")
@@ -132,11 +174,30 @@ class TrainConfig:
                               choices=("linear", "energy"))
     head_options: dict[str, Any] = _model(help="output head options, KEY=VALUE (repeatable), e.g. hidden=64 "
                                                "units=relu", factory=dict)
+    # fine-tuning (cnnlab.finetune)
+    init_from: str | None = _tune(None, "start from these weights: a run folder (its best weights, else final), a "
+                                        ".safetensors file or a .pt state dict (loaded weights-only); a classifier "
+                                        "head with another class count is re-initialised (reported)")
+    freeze: str | None = _tune(None, "keep these parameters fixed: comma-separated layer-name prefixes "
+                                     "(e.g. features.0,features.1) or stages:N (the first N top-level blocks)")
+    lr_mult: dict[str, Any] = _tune(help="per-group learning-rate multipliers, PREFIX=MULT (repeatable), e.g. "
+                                         "features=0.1 (the longest matching prefix wins; others x1)", factory=dict)
     # optimization
     objective: str = _optim("classify", "training objective (loss and metrics): classify = softmax cross-entropy")
-    epochs: float = _optim(10, "epochs to train; fractions allowed (the run stops after "
-                               "round(epochs x steps per epoch) steps); --resume may extend a run",
-                           short="-e", resume=True, rule=above(0))
+    epochs: float | None = _optim(None, "epochs to train; fractions allowed (the run stops after round(epochs x "
+                                        "steps per epoch) steps); --resume may extend a run. Default: 10, or more "
+                                        "when 10 epochs are fewer than --min-steps optimizer steps (said at the start)",
+                                  short="-e", resume=True, rule=above(0))
+    steps: int | None = _optim(None, "run length in optimizer steps instead of --epochs", resume=True,
+                               rule=at_least(1))
+    min_steps: int = _optim(500, "with neither --epochs nor --steps: train at least this many optimizer steps "
+                                 "(small datasets get more than 10 epochs)", rule=at_least(0))
+    accum_steps: int = _optim(1, "gradient accumulation: average the gradients of N mini-batches per optimizer step "
+                                 "(schedules, --steps and --min-steps count optimizer steps)", rule=at_least(1))
+    class_weights: str | None = _optim(None, "weight the loss per class: auto (inverse class frequency in the "
+                                             "training split, mean 1) or a comma-separated list, one per class")
+    balanced_sampler: bool = _optim(False, "draw training batches with every class equally likely (with "
+                                           "replacement) instead of shuffling")
     batch_size: int = _optim(128, "mini-batch size (per process under torchrun)", short="-b", rule=at_least(1))
     opt: str = _optim("sgd", "optimizer: sgd, adam, adamw, rmsprop, adagrad, adadelta, lars, ... "
                              "(docs/optimizers.md)")
@@ -169,10 +230,32 @@ class TrainConfig:
     translate: float = _augment(0.0, "random translation, max fraction of the side", rule=fraction())
     rotate: float = _augment(0.0, "random rotation, max degrees", rule=Rule(lambda v: 0 <= v <= 180, "in [0, 180]"))
     scale: float = _augment(0.0, "random scaling, max relative change", rule=fraction())
+    shear: float = _augment(0.0, "random shear, max degrees (thesis Ch. 6)",
+                            rule=Rule(lambda v: 0 <= v < 90, "in [0, 90)"))
+    vflip: bool = _augment(False, "random vertical flips too (only where labels allow it, e.g. plankton, thesis Ch. 6)")
     noise: float = _augment(0.0, "Gaussian noise std (pixel range 0..1)", rule=fraction())
     salt_pepper: float = _augment(0.0, "fraction of pixels set to black or white", rule=fraction())
     cutout: int = _augment(0, "zero a random square of this side", rule=at_least(0))
-    tta: str = _augment("none", "test-time augmentation at evaluation", choices=TTA_MODES)
+    color_jitter: float = _augment(0.0, "colour jitter: brightness, contrast and saturation factors uniform in "
+                                        "[1 - s, 1 + s] per image (saturation: RGB only)", rule=fraction())
+    resized_crop: float = _augment(0.0, "random-resized crop of the in-memory images: area fraction uniform in "
+                                        "[this, 1], aspect 3/4..4/3, resized back (0: off; e.g. 0.35; the stream "
+                                        "path crops at native resolution with --crop-scale)", rule=fraction())
+    erase: float = _augment(0.0, "random erasing: probability per image of filling a random rectangle with noise",
+                            rule=fraction(closed=True))
+    policy: str | None = _augment(None, "augmentation policy: randaugment[:N,M] (N ops at magnitude M of 30, "
+                                        "default 2,9) or trivialaugment (one op, random magnitude)",
+                                  rule=Rule(lambda v: _is_policy(v), "none, trivialaugment or randaugment[:N,M]"))
+    mixup: float = _augment(0.0, "MixUp alpha: blend pairs of training images and their labels (soft targets; "
+                                 "0: off; e.g. 0.2)", rule=at_least(0))
+    cutmix: float = _augment(0.0, "CutMix alpha: paste a box from another training image, labels by area (0: off; "
+                                  "e.g. 1.0); with --mixup too, each batch uses one of the two", rule=at_least(0))
+    crop_scale: float = _augment(0.08, "stream data path: smallest area fraction of the random-resized crop taken "
+                                       "at native resolution (1: no crop, the image fitted as in memory)",
+                                 rule=Rule(lambda v: 0 < v <= 1, "in (0, 1]"))
+    tta: str = _augment("none", "test-time augmentation at evaluation: none, flip, shift, flip-shift, or random:N "
+                                "(N seeded random views averaged, thesis Ch. 6)",
+                        rule=Rule(is_tta_mode, "one of none, flip, shift, flip-shift or random:N (N >= 1)"))
     # engine
     precision: str = _engine("auto", "numeric precision (auto = bf16 where the CPU/GPU has it natively, "
                                      "else fp32)", choices=PRECISIONS)
@@ -180,10 +263,11 @@ class TrainConfig:
     compile: bool = _engine(False, "torch.compile the model (slow start, faster steps)")
     device: str = _engine("auto", "where to train", choices=DEVICES, result=False)
     threads: int | None = _engine(None, "CPU threads for torch", result=False, rule=at_least(1))
+    data_workers: int = _engine(2, "stream data path: DataLoader worker processes decoding images (0: in the "
+                                   "training process); the batches do not depend on it", result=False,
+                                rule=at_least(0))
     seed: int = _engine(0, "random seed", rule=Rule(lambda v: 0 <= v < 2**32, "in [0, 2**32)"))  # numpy's range
     deterministic: bool = _engine(False, "use deterministic algorithms only")
-    target_acc: float | None = _engine(None, "stop when test accuracy reaches this (percent or fraction)",
-                                       rule=Rule(lambda v: 0 < v <= 100, "a percentage or fraction"))
     eval_every: int = _engine(1, "evaluate every N epochs (and always after the last)", resume=True,
                               rule=at_least(1))
     eval_batch_size: int = _engine(1024, "batch size for evaluation", result=False, rule=at_least(1))
@@ -193,6 +277,8 @@ class TrainConfig:
                                rule=Rule(lambda v: v not in ("", ".", "..") and "/" not in v, "a plain folder name"))
     save_every: int = _output(1, "write a checkpoint every N epochs", result=False, rule=at_least(1))
     progress: bool = _output(True, "progress bar and per-epoch lines", result=False)
+    tensorboard: bool = _output(True, "also write TensorBoard event files (when the tensorboard package is "
+                                      "installed; metrics.jsonl and metrics.csv are always written)", result=False)
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:

@@ -373,7 +373,7 @@ def update_record(path: Path, record: dict[str, Any]) -> None:
     runs.write_json(record_path, records)
 
 
-def export_run(run_dir: str | Path, fmt: str = "onnx", weights: str = "final", opset: int | None = None,
+def export_run(run_dir: str | Path, fmt: str = "onnx", weights: str = "auto", opset: int | None = None,
                int8: bool = False, out: str | Path | None = None, data_dir: str | None = None,
                tolerance: float | None = None, min_agreement: float | None = None,
                parity_images: int = PARITY_IMAGES, calibration_images: int = CALIBRATION_IMAGES,
@@ -402,7 +402,12 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", weights: str = "final", o
             raise CnnlabError(f"{flag} must be >= 1, got {value}")
     say = (lambda *a: None) if quiet else print
     started = time.time()
+    if weights == "auto":  # the weights chosen on validation when kept, else the final ones (never silently the last)
+        weights = "best" if (Path(run_dir) / "best.safetensors").is_file() else "final"
     run = load_run(run_dir, "cpu", weights=weights)
+    if run.meta.get("length"):
+        raise CnnlabError(f"{run.run_dir}: a run on 1-D signals ({run.meta['model']}); export takes image models "
+                          f"only for now (predict and eval take the run folder; docs/signals.md)")
     path = _resolve_out(run.run_dir, fmt, int8, out)
     task = "reconstruct" if is_autoencoder(run.config) else "classify"
     meta, name = run.meta, run.meta["model"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,8 +49,10 @@ def load_run(run_dir: str | Path, device: str = "auto", denoiser: str | Path | N
 
     run_dir = runs.check_run_dir(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / runs.CONFIG)
-    meta = runs.read_json(run_dir / runs.META)
+    meta = runs.read_meta(run_dir)
     model = runs.load_model(run_dir, meta)
+    if weights == "auto" and (run_dir / runs.BEST_WEIGHTS).is_file():
+        weights = "best"  # the weights chosen on validation, which the summary's test figures come from
     if weights != "auto":
         _load_chosen_weights(model, run_dir, weights, meta)
     if meta.get("features"):
@@ -67,20 +70,30 @@ def load_run(run_dir: str | Path, device: str = "auto", denoiser: str | Path | N
     return LoadedRun(run_dir, cfg, meta, model, runtime)
 
 
-# which of a run's weights to use: auto = final weights, else the last checkpoint (what eval and predict use)
+# which of a run's weights to use: auto = the best on validation (best.safetensors, what the summary's test
+# figures come from), else the final weights, else the last checkpoint (what eval and predict use)
 WEIGHT_CHOICES = ("auto", "final", "last", "best")
 
 
 def _load_chosen_weights(model: torch.nn.Module, run_dir: Path, weights: str, meta: dict[str, Any]) -> None:
     """``final``: model.safetensors, written when training ends; ``last``: checkpoint.pt, the last saved epoch
-    (its EMA weights when the run keeps an average); ``best``: runs keep no best checkpoint yet."""
+    (its EMA weights when the run keeps an average); ``best``: best.safetensors, the best epoch on validation."""
     from .checkpoint import load_checkpoint
 
     if weights not in WEIGHT_CHOICES:
         raise CnnlabError(f"--weights must be one of {', '.join(WEIGHT_CHOICES[1:])}, got {weights!r}")
     if weights == "best":
-        raise CnnlabError(f"--weights best: runs keep no best checkpoint yet ({run_dir} has {runs.CHECKPOINT}, the "
-                          f"last epoch, and {runs.WEIGHTS}, the final weights); use --weights final or last")
+        if not (run_dir / runs.BEST_WEIGHTS).is_file():
+            raise CnnlabError(f"--weights best: {run_dir} has no {runs.BEST_WEIGHTS} (trained with --val-split 0, or "
+                              f"before its first validation); use --weights final or last")
+        from .checkpoint import load_weights
+
+        try:
+            model.load_state_dict(load_weights(run_dir / runs.BEST_WEIGHTS))
+        except RuntimeError as e:
+            raise CnnlabError(f"{run_dir / runs.BEST_WEIGHTS}: weights do not match model {meta['model']!r} "
+                              f"({str(e).splitlines()[0]})") from None
+        return
     if weights == "final":
         if not (run_dir / runs.WEIGHTS).exists():
             raise CnnlabError(f"{run_dir}: no {runs.WEIGHTS} (the run has not finished); use --weights last for its "
@@ -105,8 +118,8 @@ def is_autoencoder(cfg: TrainConfig) -> bool:
 def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | None = None, tta: str | None = None,
                  device: str = "auto", batch_size: int = 1024, as_json: bool = False, corrupt: str | None = None,
                  corrupt_seed: int = 0, denoiser: str | Path | None = None, output: str | None = None,
-                 overwrite: bool = False) -> dict[str, Any]:
-    """All metrics of a run's model on the test split; printed, and saved as eval.json + confusion.png.
+                 overwrite: bool = False, weights: str = "auto") -> dict[str, Any]:
+    """All metrics of a run's model on the test split; printed, and saved as eval.json + eval-confusion.png.
 
     ``corrupt`` (``KIND:LEVEL``, :mod:`cnnlab.data.corrupt`) evaluates on a corrupted copy of the test
     split (seeded by ``corrupt_seed``), ``denoiser`` through a denoising autoencoder run. Such an
@@ -121,13 +134,14 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
     corruption = parse_corruption(corrupt) if corrupt else None
     run_dir = runs.check_run_dir(run_dir)
     name = eval_name(corruption, denoiser, output)
-    path, confusion_path = run_dir / "eval.json", run_dir / runs.CONFUSION
+    # eval's own files: the run's confusion.png is training's final report and stays as it was
+    path, confusion_path = run_dir / "eval.json", run_dir / "eval-confusion.png"
     if name is not None:
         path, confusion_path = run_dir / runs.EVALS / f"{name}.json", run_dir / runs.EVALS / f"{name}-confusion.png"
         if path.exists() and not overwrite:
             raise CnnlabError(f"{path} exists (an earlier evaluation); keep it and choose another --output NAME, or "
                               f"replace it with --overwrite")
-    run = load_run(run_dir, device, denoiser)
+    run = load_run(run_dir, device, denoiser, weights=weights)
     # the images as stored: the model (or the two-stage pipeline) applies its own scaling
     cfg = run.config.replace(data=data or run.config.data, data_dir=data_dir or run.config.data_dir,
                              train_subset=None, test_subset=None, features_from=None, denoiser=None,
@@ -135,11 +149,19 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
     ds = prepare_data(cfg)
     want = (run.meta["in_channels"], run.meta["image_size"])
     got = (ds.in_channels, ds.image_size[0])
-    if got != want or ds.image_size[0] != ds.image_size[1]:
+    if ds.is_signal or run.meta.get("length"):  # 1-D signals [C, L]
+        if (ds.in_channels, ds.length) != runs.input_shape(run.meta):
+            raise CnnlabError(f"--data {cfg.data}: signals are {ds.in_channels}x{ds.length} but the model takes "
+                              f"{'x'.join(map(str, runs.input_shape(run.meta)))}")
+    elif got != want or ds.image_size[0] != ds.image_size[1]:
         raise CnnlabError(f"--data {cfg.data}: images are {got[0]}x{ds.image_size[0]}x{ds.image_size[1]} but the model "
                           f"takes {want[0]}x{want[1]}x{want[1]}")
-    if len(ds.classes) != len(run.meta["classes"]):
-        raise CnnlabError(f"--data {cfg.data}: {len(ds.classes)} classes but the model has {len(run.meta['classes'])}")
+    if list(ds.classes) != list(run.meta["classes"]):  # the same names in the same order, not just as many
+        theirs, ours = list(ds.classes), list(run.meta["classes"])
+        diff = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+        raise CnnlabError(f"--data {cfg.data}: its classes ({len(theirs)}) are not the model's ({len(ours)}): "
+                          f"class {diff} is {theirs[diff] if diff < len(theirs) else 'missing'!r} in the data, "
+                          f"{ours[diff] if diff < len(ours) else 'missing'!r} in the model")
     images = corrupt_images(ds.test_images, corruption, corrupt_seed) if corruption else ds.test_images
     context = {"dataset": cfg.data, "evaluated_on": ds.extra.get("evaluated_on", "test split"),
                "corrupt": str(corruption) if corruption else None,
@@ -278,15 +300,17 @@ class Predictor:
     in_channels: int
     image_size: int
     info: dict[str, Any]
+    length: int | None = None  # a run on 1-D signals [C, length] (cnnlab.data.signals) takes float32 signals
 
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What a client needs to know: classes, input shape, where the model comes from."""
+        shape = [self.in_channels, self.length] if self.length else [self.in_channels, self.image_size,
+                                                                     self.image_size]
         return {"source": str(self.source), "backend": self.backend, "classes": list(self.classes),
-                "input": {"dtype": "uint8", "shape": ["batch", self.in_channels, self.image_size, self.image_size]},
-                **self.info}
+                "input": {"dtype": "float32" if self.length else "uint8", "shape": ["batch", *shape]}, **self.info}
 
 
 class TorchPredictor(Predictor):
@@ -300,6 +324,7 @@ class TorchPredictor(Predictor):
         self.source, self.backend = run.run_dir, "torch"
         self.classes, self.in_channels, self.image_size = run.meta["classes"], run.meta["in_channels"], \
             run.meta["image_size"]
+        self.length = run.meta.get("length")
         self.info = {"model": run.meta["model"], "run": str(run.run_dir.resolve()), "device": str(run.device),
                      "precision": run.precision}
 
@@ -424,6 +449,9 @@ def iter_predictions(predictor: Predictor, paths: list[str], top_k: int = 5, tta
         raise CnnlabError(f"--top-k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be >= 1, got {batch_size}")
+    if predictor.length:  # a signal run: every file (.npy/.npz/.csv) holds one or more signals
+        yield from iter_signal_predictions(predictor, paths, top_k, tta)
+        return
     files = collect_images(paths)
     seen = 0
     for start in range(0, len(files), batch_size):
@@ -432,9 +460,26 @@ def iter_predictions(predictor: Predictor, paths: list[str], top_k: int = 5, tta
             continue
         for f, p in zip(kept, predictor.probabilities(images, tta)):
             seen += 1
-            yield {"file": str(f), "top": top_classes(p, predictor.classes, top_k)}
+            # a file name that is not UTF-8 is shown with \x escapes: printing it must not fail under a
+            # strict UTF-8 stdout, nor the CSV writer
+            yield {"file": os.fsencode(f).decode("utf-8", "backslashreplace"),
+                   "top": top_classes(p, predictor.classes, top_k)}
     if not seen:
         raise CnnlabError("no readable images among the given paths")
+
+
+def iter_signal_predictions(predictor: Predictor, paths: list[str], top_k: int = 5, tta: str = "none"
+                            ) -> Iterator[dict[str, Any]]:
+    """``{"file": "PATH:INDEX", "top"}`` per signal of each file (``INDEX``: the row, or the CSV line),
+    resampled to the run's length (:func:`cnnlab.data.signals.read_signal_file`)."""
+    from .data.signals import read_signal_file
+
+    for path in paths:
+        if not Path(path).is_file():
+            raise CnnlabError(f"{path}: no such signal file (.npy, .npz or .csv)")
+        names, signals = read_signal_file(path, predictor.length, predictor.in_channels)
+        for name, p in zip(names, predictor.probabilities(signals, tta)):
+            yield {"file": name, "top": top_classes(p, predictor.classes, top_k)}
 
 
 def predict_files(source: str | Path, paths: list[str], top_k: int = 5, tta: str = "none", device: str = "auto",

@@ -24,6 +24,10 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, mean: Sequence[f
     The model is put in eval mode for the call and restored afterwards. With ``tta`` the
     probabilities are averaged over the views of :func:`cnnlab.data.augment.tta_views`.
     """
+    if tta != "none" and images.dim() == 3:
+        from .errors import CnnlabError
+
+        raise CnnlabError(f"--tta {tta}: test-time augmentation (flips, shifts) is for images, not 1-D signals")
     was_training = model.training
     model.eval()
     device = runtime.device

@@ -7,12 +7,16 @@ Layout::
     metrics.jsonl      one JSON object per epoch
     summary.json       final figures (written last: its presence marks a finished run)
     curves.png         loss and accuracy per epoch
-    confusion.png      confusion matrix of the final evaluation
+    confusion.png      confusion matrix of the final evaluation (eval-confusion.png: `cnnlab eval`'s own)
+    .lock              held by the process writing the run (cnnlab.lock); a dead owner's is taken over
     reconstructions.png  autoencoders: test images and their reconstructions (denoising.png: at 0-50% noise)
     pretrain.pt, pretrain.jsonl, pretrain.png  a pre-training stage (dbn): its checkpoint, metrics per epoch, curves
     evals/<name>.json  `cnnlab eval --corrupt/--denoiser/--output`: never the run's own eval.json
     checkpoint.pt      latest full training state (torch.load(weights_only=True))
-    model.safetensors  final weights (EMA weights when EMA is on)
+    model.safetensors  final weights (EMA weights when EMA is on): the last epoch's
+    best.safetensors   the weights of the best epoch on the validation split (cnnlab.selection)
+    split.json         the validation split: fraction, seed, which training images (cnnlab.data.split)
+    metrics.csv        metrics.jsonl as a table; tb/ TensorBoard event files when installed (cnnlab.logs)
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from .errors import CnnlabError
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
 CHECKPOINT, WEIGHTS, CURVES, CONFUSION = "checkpoint.pt", "model.safetensors", "curves.png", "confusion.png"
+BEST_WEIGHTS, SPLIT, METRICS_CSV, TENSORBOARD = "best.safetensors", "split.json", "metrics.csv", "tb"
 RECONSTRUCTIONS, DENOISING = "reconstructions.png", "denoising.png"  # reconstruct objective (autoencoders)
 PRETRAIN_CHECKPOINT, PRETRAIN_METRICS, PRETRAIN_CURVES = "pretrain.pt", "pretrain.jsonl", "pretrain.png"
 EVALS = "evals"  # named evaluations (cnnlab eval --corrupt/--denoiser/--output): evals/<name>.json
@@ -56,8 +61,38 @@ def write_meta(run_dir: Path, cfg: Any, ds: Any, extra: dict[str, Any] | None = 
     """
     write_json(Path(run_dir) / META, {
         "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data, "classes": ds.classes,
-        "in_channels": ds.in_channels, "image_size": ds.image_size[0], "mean": list(ds.mean), "std": list(ds.std),
-        "input_scaling": cfg.input_scaling, **(extra or {})})
+        "in_channels": ds.in_channels, "image_size": None if ds.is_signal else ds.image_size[0],
+        **({"length": ds.length} if ds.is_signal else {}),  # 1-D signals [C, L]: length, no image_size
+        "mean": list(ds.mean), "std": list(ds.std), "input_scaling": cfg.input_scaling, **(extra or {})})
+
+
+# what every meta.json must hold, and of which type (a hand-edited or damaged file is named, not a KeyError)
+META_FIELDS = {"model": str, "model_options": dict, "classes": list, "in_channels": int, "mean": list, "std": list}
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """``meta.json``, checked: its required fields present with the right types, classes a list of names."""
+    path = Path(run_dir) / META
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise CnnlabError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    for key, kind in META_FIELDS.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise CnnlabError(f"{path}: field {key!r} must be a {kind.__name__}, got {meta.get(key)!r:.60}")
+    if not meta["classes"] or not all(isinstance(c, str) for c in meta["classes"]):
+        raise CnnlabError(f"{path}: field 'classes' must be a non-empty list of class names")
+    side = meta.get("image_size") if not meta.get("length") else meta.get("length")
+    if not isinstance(side, int) or isinstance(side, bool) or side < 1:
+        raise CnnlabError(f"{path}: field {'length' if meta.get('length') else 'image_size'!r} must be a positive "
+                          f"integer, got {side!r}")
+    return meta
+
+
+def input_shape(meta: dict[str, Any]) -> tuple[int, ...]:
+    """The shape (no batch) a run's model takes, from its meta.json: (C, H, W) images or (C, L) signals."""
+    if meta.get("length"):
+        return meta["in_channels"], meta["length"]
+    return meta["in_channels"], meta["image_size"], meta["image_size"]
 
 
 def load_model(run_dir: Path, meta: dict[str, Any] | None = None):
@@ -67,8 +102,10 @@ def load_model(run_dir: Path, meta: dict[str, Any] | None = None):
     from .models import create_model
 
     run_dir = Path(run_dir)
-    meta = meta if meta is not None else read_json(run_dir / META)
-    model = create_model(meta["model"], len(meta["classes"]), meta["in_channels"], image_size=meta["image_size"],
+    meta = meta if meta is not None else read_meta(run_dir)
+    from .models.registry import size_options
+
+    model = create_model(meta["model"], len(meta["classes"]), meta["in_channels"], **size_options(input_shape(meta)),
                          **meta["model_options"])
     if (run_dir / WEIGHTS).exists():
         state = load_weights(run_dir / WEIGHTS)
@@ -80,7 +117,9 @@ def load_model(run_dir: Path, meta: dict[str, Any] | None = None):
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CnnlabError(f"{run_dir}: weights do not match model {meta['model']!r} ({str(e).splitlines()[0]})") from None
+        from .checkpoint import mismatch
+
+        raise CnnlabError(f"{run_dir}: weights do not match model {meta['model']!r} ({mismatch(e)})") from None
     return model
 
 
@@ -111,6 +150,51 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]], name: str = METRICS
     atomic_write_text(Path(run_dir) / name, "".join(json.dumps(r, default=float) + "\n" for r in rows))
 
 
+def resume_rows(run_dir: Path, saved: list[dict[str, Any]] | None, epoch: int) -> list[dict[str, Any]]:
+    """The metrics rows a resumed run continues with, written back to metrics.jsonl.
+
+    ``saved``: the rows the checkpoint holds (``None`` for checkpoints older than that); they are the
+    truth, so a row lost between the checkpoint write and the metrics append, a deleted
+    metrics.jsonl or a damaged line comes back. Without them the file's rows up to ``epoch`` are kept,
+    and a missing file is said, not passed over in silence."""
+    import warnings
+
+    on_disk = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]
+    if saved is None:
+        if epoch and not on_disk:
+            warnings.warn(f"{Path(run_dir) / METRICS}: missing or empty; the rows of epochs 1-{epoch} are lost "
+                          "(the checkpoint is older than checkpoints that keep them)", stacklevel=2)
+        rows = on_disk
+    else:
+        rows = saved
+        if on_disk != saved:
+            warnings.warn(f"{Path(run_dir) / METRICS}: held {len(on_disk)} of the {len(saved)} rows the checkpoint "
+                          "vouches for (a crash after the checkpoint, or an edit); rewritten from the checkpoint",
+                          stacklevel=2)
+    write_metrics(run_dir, rows)
+    return rows
+
+
+def finished_summary(run_dir: Path, epochs: float | None, is_main: bool = True) -> dict[str, Any] | None:
+    """A finished run's summary when ``--resume`` asks for no more epochs than it was trained for; else
+    ``None``: not finished, or asked to go on (``--epochs`` above its config.yaml's), in which case
+    the summary is removed, since the run is unfinished again until the new last epoch ends."""
+    path = Path(run_dir) / SUMMARY
+    if not path.exists():
+        return None
+    summary = read_json(path)
+    from .config import read_yaml
+
+    saved = read_yaml(Path(run_dir) / CONFIG)
+    trained = saved.get("epochs") if isinstance(saved, dict) else None
+    # epochs None: the resume names no length of its own (it runs by --steps or the default), so it asks for no more
+    if epochs is None or not isinstance(trained, (int, float)) or isinstance(trained, bool) or epochs <= trained:
+        return summary
+    if is_main:
+        path.unlink()
+    return None
+
+
 def check_run_dir(path: str | Path) -> Path:
     """A folder that holds a cnnlab run, or a clear error."""
     p = Path(path)
@@ -118,6 +202,8 @@ def check_run_dir(path: str | Path) -> Path:
         raise CnnlabError(f"{p}: run folder not found")
     if not (p / CONFIG).is_file():
         raise CnnlabError(f"{p}: not a cnnlab run folder (no {CONFIG})")
+    if (p / CONFIG).stat().st_size == 0:
+        raise CnnlabError(f"{p / CONFIG}: empty (damaged); restore it from the checkpoint's config or a copy")
     return p
 
 
@@ -166,18 +252,18 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(14, 4) if has_lr else (10, 4),
                              gridspec_kw={"width_ratios": [1, 1, 0.7] if has_lr else [1, 1]})
     ax_loss, ax_metric = axes[0], axes[1]
-    for key in ("train_loss", "test_loss"):
+    for key in ("train_loss", "val_loss"):  # per-epoch figures are on the validation split
         if pts := series(key):
-            ax_loss.plot(*zip(*pts), marker="o", label=key.split("_")[0])  # "train" / "test"
+            ax_loss.plot(*zip(*pts), marker="o", label=key.split("_")[0])  # "train" / "val"
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    if any("train_acc" in r or "test_acc" in r for r in rows):  # classification: accuracy in percent
-        for key in ("train_acc", "test_acc"):
+    if any("train_acc" in r or "val_acc" in r for r in rows):  # classification: accuracy in percent
+        for key in ("train_acc", "val_acc"):
             if pts := series(key, 100):
                 ax_metric.plot(*zip(*pts), marker="o", label=key.split("_")[0])
         ax_metric.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    else:  # another objective: its own train_*/test_* metrics as logged
-        keys = sorted({k for r in rows for k, v in r.items() if k.startswith(("train_", "test_"))
-                       and k not in ("train_loss", "test_loss") and isinstance(v, (int, float))})
+    else:  # another objective: its own train_*/val_* metrics as logged
+        keys = sorted({k for r in rows for k, v in r.items() if k.startswith(("train_", "val_"))
+                       and k not in ("train_loss", "val_loss") and isinstance(v, (int, float))})
         for key in keys:
             ax_metric.plot(*zip(*series(key)), marker="o", label=key)
         ax_metric.set(xlabel="epoch", title="metrics")

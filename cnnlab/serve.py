@@ -307,6 +307,9 @@ def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     sock = listen(host, int(port))  # first: a taken port is reported before seconds of model loading
     try:
         predictor = load_predictor(source, backend, device, weights)
+        if predictor.length:
+            raise CnnlabError(f"{source}: a run on 1-D signals; cnnlab serve takes image models only for now "
+                              f"(use cnnlab predict RUN FILE.npy|.csv; docs/signals.md)")
         app = create_app(predictor, **limits)
     except BaseException:
         sock.close()

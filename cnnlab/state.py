@@ -20,6 +20,9 @@ import torch
 CHECKPOINT_FORMAT = "cnnlab-checkpoint-1"
 
 
+SELECTION_COUNTERS = ("best_value", "best_epoch", "bad_evals", "stopped_early")  # absent from older checkpoints
+
+
 @dataclass
 class Progress:
     """Counters that survive a restart (``checkpoint["state"]``)."""
@@ -28,15 +31,21 @@ class Progress:
     step: int = 0  # optimizer steps taken
     train_seconds: float = 0.0  # time spent in training steps (evaluation excluded)
     images_seen: int = 0
-    best_test_acc: float = 0.0  # best value of the objective's headline metric so far
+    # model selection on the validation split (cnnlab.selection): the monitored metric's best value,
+    # its epoch, evaluations since it last improved, and the epoch early stopping fired at
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_evals: int = 0
+    stopped_early: int | None = None
     reached_target_at: dict[str, float] | None = None  # {"epoch", "seconds"} once --target-acc was reached
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, state[f.name])
+        for f in dataclasses.fields(self):  # a selection counter newer than the checkpoint keeps its default
+            if f.name in state or f.name not in SELECTION_COUNTERS:
+                setattr(self, f.name, state[f.name])
 
 
 @dataclass

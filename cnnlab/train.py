@@ -26,21 +26,28 @@ from typing import Any, Callable
 import torch
 
 from . import runs
-from .checkpoint import restore_training, save_training, save_weights
-from .config import TrainConfig
+from .checkpoint import check_progress, check_resume_config, load_training_checkpoint, restore_training, \
+    save_training, save_weights
+from .config import ENGINE_KEYS, RESUME_OVERRIDABLE, TrainConfig
 from .data.augment import AugmentConfig
 from .data.base import ArrayDataset
 from .data.loader import BatchLoader
 from .data.prepare import prepare_data
+from .data.stream import choose_data_path, open_stream
+from .data.split import split_record
 from .device import Runtime, resolve_device, seed_everything
 from .distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown
+from .divergence import check_finite_loss
 from .errors import CnnlabError
+from .lock import RunGuard
 from .models import count_parameters, create_model
 from .models.registry import model_size_mb
 from .objectives import EvalSetup, Objective, create_objective
 from .optim import create_optimizer, create_scheduler, momentum_options, resolve_epoch_options
 from .pretrain import check_stage, pretrain
+from . import accumulation, finetune, logs, selection
 from .pretrain import total_seconds as pretrain_seconds
+from .signals_handling import interrupted, stop_on_signals, stop_requested
 from .state import Progress, TrainingParts
 from .two_stage import encode_dataset
 
@@ -58,24 +65,35 @@ def train(config: TrainConfig | dict, resume: bool = False,
     cfg = TrainConfig.from_dict(raw)
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
+    guard = RunGuard()  # the run folder's lock (cnnlab.lock), released however the run ends
     try:
-        summary = _train(cfg, resume, on_epoch, device, dist_info)
+        with stop_on_signals():  # SIGTERM / Ctrl-C stop at the next step boundary (cnnlab.signals_handling)
+            summary = _train(cfg, resume, on_epoch, device, dist_info, guard)
     except BaseException:
         shutdown(dist_info, clean=False)
+        guard.close(failed=True)  # a failed start leaves no empty run folder
         raise
+    guard.close()
     shutdown(dist_info)
     return summary
 
 
-def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_info: DistInfo) -> dict[str, Any]:
+def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_info: DistInfo,
+           guard: RunGuard) -> dict[str, Any]:
     """The recipe itself; runs once per process (one process unless launched by torchrun)."""
     # ---- 1. run folder, device, precision, seed
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
-    run_dir, resuming = open_run_dir(cfg, resume, dist_info)
-    if resume and (run_dir / runs.SUMMARY).exists():
-        return runs.read_json(run_dir / runs.SUMMARY)
+    selection.check_config(cfg)  # combinations that cannot work, before the run folder is touched
+    run_dir, resuming = open_run_dir(cfg, resume, dist_info, guard)
+    if resume and (done := runs.finished_summary(run_dir, cfg.epochs, dist_info.is_main)) is not None:
+        return done  # finished, and not asked for more epochs
+    # what --resume continues from, checked against config.yaml before any data is loaded
+    resume_from = load_training_checkpoint(run_dir / runs.CHECKPOINT) if resuming else None
+    if resume_from is not None:
+        check_resume_config(run_dir / runs.CHECKPOINT, resume_from["config"], cfg.to_dict(),
+                            RESUME_OVERRIDABLE | ENGINE_KEYS, run_dir / runs.CONFIG)
     main = dist_info.is_main
     say = print if main else (lambda *a, **k: None)  # start and end lines
     log = say if cfg.progress else (lambda *a, **k: None)  # per-epoch lines
@@ -85,7 +103,9 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
     seed_everything(cfg.seed, cfg.deterministic)
 
     # ---- 2. build the parts
-    ds = prepare_data(cfg)
+    # the stream path reads data larger than memory through DataLoader workers (cnnlab.data.stream)
+    stream = open_stream(cfg, dist_info.rank, dist_info.world_size) if choose_data_path(cfg) == "stream" else None
+    ds = stream.dataset if stream is not None else prepare_data(cfg)
     features = None
     if cfg.features_from or cfg.denoiser:  # two-stage: a frozen autoencoder's codes, computed once
         # a restarted run (also one stopped before its first checkpoint) keeps the autoencoder it recorded
@@ -95,19 +115,21 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
     objective = create_objective(cfg)
     objective.prepare(ds)  # e.g. a denoising objective learns the input scaling, to corrupt pixels
     if cfg.target_acc is not None and objective.headline != "test_acc":
-        raise CnnlabError(f"--target-acc needs an objective that reports test accuracy, not {cfg.objective!r}")
+        raise CnnlabError(f"--target-acc needs an objective that reports accuracy, not {cfg.objective!r}")
     model = build_model(cfg, ds, runtime)
     check_stage(cfg, model)
+    tuned = finetune.prepare(cfg, model, resuming)  # --init-from (a fresh run), --freeze, said at the start
     augment = AugmentConfig.from_config(cfg, flip=ds.flip_ok if cfg.flip is None else cfg.flip)
     if features is not None and (augment.enabled or cfg.tta != "none"):
         raise CnnlabError("--features-from: the classifier sees codes, not images, so augmentation and --tta "
                           "do not apply (give them to the autoencoder run instead)")
-    loader = BatchLoader(ds.train_images, ds.train_labels, cfg.batch_size, ds.mean, ds.std, device,
-                         shuffle=True, augment=augment, channels_last=cfg.channels_last,
-                         rank=dist_info.rank, world_size=dist_info.world_size)
-    steps_per_epoch = len(loader)
-    total_steps = max(1, round(cfg.epochs * steps_per_epoch))
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    loader = stream.loader(cfg, device, augment, dist_info) if stream is not None else \
+        BatchLoader(ds.train_images, ds.train_labels, cfg.batch_size, ds.mean, ds.std, device, shuffle=True,
+                    augment=augment, channels_last=cfg.channels_last, rank=dist_info.rank,
+                    world_size=dist_info.world_size, balanced=cfg.balanced_sampler)
+    steps_per_epoch = math.ceil(len(loader) / cfg.accum_steps)  # optimizer steps (--accum-steps batches each)
+    total_steps, num_epochs, length = selection.run_length(cfg, steps_per_epoch)
+    monitor = selection.Selector(selection.monitor_of(cfg, objective), cfg.patience, cfg.min_delta)
     parts = build_parts(cfg, model, runtime, steps_per_epoch, total_steps, dist_info)
     objective.bind(model)  # e.g. the energy-hybrid objective finds the energy head's features
     parts.objective = objective  # saved and restored with the parts (its Markov chains, if any)
@@ -115,20 +137,27 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
 
     # ---- 3. restore, or record what the run is
     if resuming:
-        restore_training(run_dir / runs.CHECKPOINT, parts, progress)
-        progress_rows = [r for r in runs.read_metrics(run_dir) if r["epoch"] <= progress.epoch]
+        saved_rows = restore_training(resume_from, parts, progress, run_dir / runs.CHECKPOINT)
+        check_progress(run_dir / runs.CHECKPOINT, progress, saved_rows, steps_per_epoch)
+        # the checkpoint's own rows (a crash after it, before the metrics append, loses none)
+        progress_rows = runs.resume_rows(run_dir, saved_rows, progress.epoch) if main else list(saved_rows or [])
+        if main:
+            cfg.to_yaml(run_dir / runs.CONFIG)  # what --resume changed (e.g. more epochs), written atomically
         say(f"resuming {run_dir} after epoch {progress.epoch} (step {progress.step})")
     else:
         progress_rows = []
         if main:
             cfg.to_yaml(run_dir / runs.CONFIG)
             runs.write_meta(run_dir, cfg, ds, {"features": features} if features else None)
+            runs.write_json(run_dir / runs.SPLIT, split_record(ds))
     params = count_parameters(model)
     ddp = f"; DDP x{dist_info.world_size} (global batch {loader.global_batch})" if dist_info.enabled else ""
     aug = f"; augment: {augment.describe()}" if augment.enabled else ""
     say(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.objective}; {cfg.opt} lr {cfg.lr}, "
         f"{cfg.sched}{aug}; {device.type} {runtime.precision}{' channels-last' if cfg.channels_last else ''}{ddp}; "
-        f"run folder {run_dir}")
+        f"run folder {run_dir}\nrun length: {length}{_accum_text(cfg, loader)}; "
+        f"selection: {_selection_text(ds, monitor)}"
+        + (f"\nfine-tuning: {tuned}" if tuned else ""))
 
     # ---- 3b. a pre-training stage (a deep belief net's RBMs), unless fine-tuning has begun: it has its
     # own metrics and checkpoint (pretrain.jsonl, pretrain.pt) and continues from them on --resume
@@ -137,35 +166,49 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
 
     # ---- 4. the epochs
     target = cfg.target_fraction()
+    # metrics.csv beside metrics.jsonl, and TensorBoard event files when installed (cnnlab.logs)
+    logger = logs.RunLogger(run_dir, runs.METRICS_CSV, runs.TENSORBOARD, cfg.tensorboard) if main else None
     setup = EvalSetup(runtime, ds.mean, ds.std, cfg.tta, cfg.eval_batch_size)
     try:
-        while progress.epoch < num_epochs and progress.reached_target_at is None:
+        while progress.epoch < num_epochs and progress.reached_target_at is None and not progress.stopped_early:
             epoch = progress.epoch + 1
             steps = min(steps_per_epoch, total_steps - progress.step)
+            if stream is not None:  # its order is fixed by (seed, epoch): a run resumed mid-epoch skips what it took
+                taken = min(max(progress.step - (epoch - 1) * steps_per_epoch, 0), steps_per_epoch)
+                loader.set_epoch(epoch, min(taken * cfg.accum_steps, len(loader)))
             row = train_one_epoch(epoch, steps, parts, loader, objective, runtime, progress, cfg.clip_grad,
-                                  dist_info, show_bar=cfg.progress and main)
-            if epoch % cfg.eval_every == 0 or epoch == num_epochs or target is not None:
-                row.update(evaluate(parts.eval_model, ds, objective, setup))
-                if objective.headline is not None:
-                    progress.best_test_acc = max(progress.best_test_acc, row[objective.headline])
-                if target is not None and row["test_acc"] >= target:
+                                  dist_info, show_bar=cfg.progress and main, accum_steps=cfg.accum_steps)
+            check_finite_loss(row, progress.epoch if (run_dir / runs.CHECKPOINT).exists() else None, run_dir,
+                              cfg.lr)
+            if ds.num_val and (epoch % cfg.eval_every == 0 or epoch == num_epochs or target is not None):
+                row.update(evaluate(parts.eval_model, ds, objective, setup))  # the validation split only
+                if monitor.key not in row:  # --monitor names no metric: an error; the default missing: no choice
+                    monitor.key = selection.check_monitor(monitor.key, row, cfg.objective, given=bool(cfg.monitor))
+                if monitor.key and monitor.observe(row, progress) and main:  # a new best: keep it beside the last
+                    selection.save_best(run_dir / runs.BEST_WEIGHTS, parts.eval_model, cfg, epoch, row[monitor.key])
+                if target is not None and row["val_acc"] >= target:
                     progress.reached_target_at = {"epoch": epoch, "seconds": progress.train_seconds}
             if hasattr(parts.optimizer, "metrics"):  # e.g. where the Adam->SGD switch fired
                 row.update(parts.optimizer.metrics())
-            if hasattr(parts.scheduler, "observe"):  # reduce-on-plateau watches the training loss
-                parts.scheduler.observe(row["train_loss"])
+            if hasattr(parts.scheduler, "observe") and "val_loss" in row:  # reduce-on-plateau: validation loss
+                parts.scheduler.observe(row["val_loss"])
             progress_rows.append(row)
             progress.epoch = epoch
             if main:  # checkpoint first, then the metrics it vouches for
-                if epoch % cfg.save_every == 0 or epoch == num_epochs or progress.reached_target_at:
-                    save_training(run_dir / runs.CHECKPOINT, parts, progress, cfg.to_dict())
+                if epoch % cfg.save_every == 0 or epoch == num_epochs or progress.reached_target_at \
+                        or progress.stopped_early:
+                    save_training(run_dir / runs.CHECKPOINT, parts, progress, cfg.to_dict(), progress_rows)
                 runs.write_metrics(run_dir, progress_rows)
+                logger.epoch(progress_rows)
             log(epoch_line(row, num_epochs))
             if on_epoch is not None and main:
                 on_epoch(row)
-    except KeyboardInterrupt:
-        raise CnnlabError(f"interrupted after epoch {progress.epoch}; continue with: cnnlab train --resume {run_dir}") \
-            from None
+    except KeyboardInterrupt as e:  # SIGTERM / Ctrl-C at a step boundary (or a second Ctrl-C, at once)
+        if getattr(e, "exit_code", None):
+            raise
+        saved = progress.epoch // cfg.save_every * cfg.save_every  # nothing of the unfinished epoch is kept
+        raise interrupted(f"during epoch {progress.epoch + 1}; " + (f"the checkpoint after epoch {saved} is kept"
+                          if saved else "before the first checkpoint"), f"cnnlab train --resume {run_dir}") from None
 
     # ---- 5. finish
     # which split the test_* figures come from: the test split, or a cross-validation fold (--cv-fold)
@@ -177,7 +220,9 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
                              "denoiser": (features["denoiser"] or {}).get("run"),
                              "encode_seconds": features["encode_seconds"]}
     summary = finish_run(run_dir, cfg, ds, parts, objective, setup, progress, progress_rows, params,
-                         dist_info.world_size, extra) if main else None
+                         dist_info.world_size, extra, monitor) if main else None
+    if logger is not None:
+        logger.finish(summary)
     summary = broadcast_object(summary, dist_info)
     say(f"{objective.describe(summary)} in {summary['train_seconds']:.1f}s of training, "
         f"{summary['images_per_second']:.0f} images/s -> {run_dir}")
@@ -187,23 +232,23 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
 # --------------------------------------------------------------------------- building the parts
 
 
-def open_run_dir(cfg: TrainConfig, resume: bool, dist_info: DistInfo) -> tuple[Path, bool]:
+def open_run_dir(cfg: TrainConfig, resume: bool, dist_info: DistInfo, guard: RunGuard) -> tuple[Path, bool]:
     """Create or reopen the run folder (never overwriting a run by accident); returns it and
     whether there is a checkpoint to resume from. Sets ``cfg.name`` when it was left to default.
 
     Under DDP process 0 decides (name, existence) and tells the others, so a refusal
-    stops every process instead of leaving them waiting for each other.
+    stops every process instead of leaving them waiting for each other. Process 0 also takes the
+    folder's lock (``guard``, :class:`cnnlab.lock.RunGuard`): a second run given the same folder is refused.
     """
     if cfg.name is None:
         cfg.name = broadcast_object(runs.default_run_name(cfg.data, cfg.model), dist_info)
     run_dir = Path(cfg.out) / cfg.name
     error = None
     if dist_info.is_main:
-        if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-            error = (f"{run_dir}: run folder already exists; continue it with --resume {run_dir} "
-                     f"or choose another --name")
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            guard.open(run_dir, resume)  # checks --out, creates the folder, takes its lock
+        except CnnlabError as e:
+            error = str(e)
     error = broadcast_object(error, dist_info)
     if error:
         raise CnnlabError(error)
@@ -212,6 +257,11 @@ def open_run_dir(cfg: TrainConfig, resume: bool, dist_info: DistInfo) -> tuple[P
 
 def build_model(cfg: TrainConfig, ds: ArrayDataset, runtime: Runtime) -> torch.nn.Module:
     """The configured model for the dataset's shape, checked with one tiny forward pass, on the device."""
+    if ds.is_signal:  # 1-D signals [N, C, L]: the model gets length=L (cnnlab.models.signal)
+        from .models.signal import build_for_signals
+
+        return build_for_signals(cfg.model, ds.num_classes, ds.in_channels, ds.length, cfg.model_kwargs(),
+                                 runtime.device)
     c, (h, w) = ds.in_channels, ds.image_size
     if h != w:
         raise CnnlabError(f"{cfg.data}: images are {h}x{w}; models take square inputs (set --image-size)")
@@ -241,6 +291,7 @@ def build_parts(cfg: TrainConfig, model: torch.nn.Module, runtime: Runtime, step
     opt_options = resolve_epoch_options(cfg.opt_options, steps_per_epoch)  # e.g. force_switch_epoch -> _step
     optimizer = create_optimizer(cfg.opt, model, cfg.lr, cfg.weight_decay, cfg.decay_norm_bias,
                                  **{**momentum_options(cfg.opt, cfg.momentum, cfg.nesterov), **opt_options})
+    finetune.apply_lr_mult(optimizer, model, cfg.lr_mult)  # --lr-mult: before the schedule records base rates
     scheduler = create_scheduler(cfg.sched, optimizer, total_steps, steps_per_epoch,
                                  warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), **cfg.sched_options)
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
@@ -254,6 +305,9 @@ def build_parts(cfg: TrainConfig, model: torch.nn.Module, runtime: Runtime, step
         from torch.nn.parallel import DistributedDataParallel
 
         device = runtime.device
+        if device.type == "cuda":  # batch-norm statistics over the global batch (docs/distributed.md); the
+            # BN children are swapped in place, keeping their parameters (those the optimizer holds)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         forward = torch.compile(forward)
@@ -265,29 +319,53 @@ def build_parts(cfg: TrainConfig, model: torch.nn.Module, runtime: Runtime, step
 
 def train_one_epoch(epoch: int, steps: int, parts: TrainingParts, loader: BatchLoader, objective: Objective,
                     runtime: Runtime, progress: Progress, clip_grad: float | None = None,
-                    dist_info: DistInfo = DistInfo(), show_bar: bool = False) -> dict[str, Any]:
-    """Up to ``steps`` optimizer steps over ``loader``; returns the epoch's metrics row (train side)."""
+                    dist_info: DistInfo = DistInfo(), show_bar: bool = False, accum_steps: int = 1) -> dict[str, Any]:
+    """Up to ``steps`` optimizer steps over ``loader``; returns the epoch's metrics row (train side).
+
+    With ``accum_steps`` k > 1 each optimizer step averages the gradients of k batches (each batch's mean loss
+    weighted by its share of the images, so k batches of B equal one batch of kB without batch norm); under DDP
+    the inner batches skip the gradient all-reduce (``no_sync``), only the last of each k synchronises."""
     model, optimizer, scheduler, scaler = parts.forward, parts.optimizer, parts.scheduler, parts.scaler
     model.train()
     device = runtime.device
     loss_sum = torch.zeros((), device=device)
     sums: dict[str, torch.Tensor] = {}
     seen = 0
-    bar = _progress_bar(steps, epoch, show_bar)
+    bar = _progress_bar(min(steps * accum_steps, len(loader)), epoch, show_bar)
     start = time.perf_counter()
+    batches = min(steps * accum_steps, len(loader))
     for i, (x, y) in enumerate(loader):
-        if i >= steps:
+        if i >= batches:
             break
+        if i % accum_steps == 0 and stop_requested():  # SIGTERM / Ctrl-C: stop here, between two optimizer steps
+            raise KeyboardInterrupt  # (cnnlab.signals_handling; _train says what is kept and how to resume)
         inputs, target = objective.inputs_and_targets(x, y)
-        with runtime.autocast():
-            output = model(inputs)
-        loss = objective.loss(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # fp16: scale the loss, unscale before clipping and stepping
-            scaler.scale(loss).backward()
+        if i % accum_steps == 0:
+            optimizer.zero_grad(set_to_none=True)
+            group_images = 0
+        stepping = (i + 1) % accum_steps == 0 or i + 1 == batches
+        with accumulation.no_sync(model, not stepping):
+            with runtime.autocast():
+                output = model(inputs)
+            loss = objective.loss(output, target)
+            # a batch's share of the optimizer step's images (undone below for a short last group)
+            scaled = loss * (len(y) / (loader.batch_size * accum_steps)) if accum_steps > 1 else loss
+            if scaler is not None:  # fp16: scale the loss, unscale before clipping and stepping
+                scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        group_images += len(y)
+        # running sums stay on the device: no synchronisation per step
+        loss_sum += loss.detach() * len(y)
+        for k, v in objective.batch_sums(output, target).items():
+            sums[k] = sums[k] + v if k in sums else v
+        seen += len(y)
+        if not stepping:
+            continue
+        if scaler is not None:
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
+        if accum_steps > 1 and group_images != loader.batch_size * accum_steps:
+            accumulation.rescale_grads(optimizer, loader.batch_size * accum_steps / group_images)
         if clip_grad:
             torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip_grad)
         if scaler is not None:
@@ -299,12 +377,7 @@ def train_one_epoch(epoch: int, steps: int, parts: TrainingParts, loader: BatchL
         if parts.ema is not None:
             parts.ema.update_parameters(parts.model)
         progress.step += 1
-        # running sums stay on the device: no synchronisation per step
-        loss_sum += loss.detach() * len(y)
-        for k, v in objective.batch_sums(output, target).items():
-            sums[k] = sums[k] + v if k in sums else v
-        seen += len(y)
-        if bar is not None and (i % 10 == 0 or i == steps - 1):
+        if bar is not None and (i % 10 == 0 or i == batches - 1):
             shown = objective.train_metrics({k: v.item() for k, v in sums.items()}, seen)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
                             **{k.removeprefix("train_"): f"{100 * v:.1f}" for k, v in shown.items()},
@@ -331,8 +404,22 @@ def train_one_epoch(epoch: int, steps: int, parts: TrainingParts, loader: BatchL
 
 
 def evaluate(model: torch.nn.Module, ds: ArrayDataset, objective: Objective, setup: EvalSetup) -> dict[str, float]:
-    """The objective's per-epoch metrics on the test split (``test_*`` keys)."""
-    return objective.evaluate(model, ds.test_images, ds.test_labels, setup)
+    """The objective's per-epoch metrics on the validation split (``val_*`` keys): selection looks here only."""
+    return selection.as_split(objective.evaluate(model, ds.val_images, ds.val_labels, setup), "val")
+
+
+def _accum_text(cfg: TrainConfig, loader) -> str:
+    if cfg.accum_steps == 1:
+        return ""
+    return (f" ({cfg.accum_steps} batches of {cfg.batch_size} per optimizer step: "
+            f"{cfg.accum_steps * loader.global_batch} images)")
+
+
+def _selection_text(ds: ArrayDataset, monitor: selection.Selector) -> str:
+    if not ds.num_val:
+        return "none (no validation split): the last weights are tested"
+    stop = f", early stopping after {monitor.patience} evaluations without improvement" if monitor.patience else ""
+    return f"best {monitor.key} on the validation split{stop}; the test split is evaluated once, at the end"
 
 
 def _progress_bar(steps: int, epoch: int, enabled: bool):
@@ -344,10 +431,10 @@ def _progress_bar(steps: int, epoch: int, enabled: bool):
 
 
 def epoch_line(row: dict[str, Any], num_epochs: int) -> str:
-    """The per-epoch log line, e.g. ``epoch 3/10: train loss 0.21 acc 93.1% test loss ... lr ... img/s``."""
+    """The per-epoch log line, e.g. ``epoch 3/10: train loss 0.21 acc 93.1% val loss ... lr ... img/s``."""
     train_acc = f" acc {100 * row['train_acc']:.2f}%" if "train_acc" in row else ""
-    test = f" test loss {row['test_loss']:.4f}" if "test_loss" in row else ""
-    test += f" acc {100 * row['test_acc']:.2f}%" if "test_acc" in row else ""
+    test = f" val loss {row['val_loss']:.4f}" if "val_loss" in row else ""
+    test += f" acc {100 * row['val_acc']:.2f}%" if "val_acc" in row else ""
     return (f"epoch {row['epoch']}/{num_epochs}: train loss {row['train_loss']:.4f}{train_acc}{test} "
             f"lr {row['lr']:.3g} {row['images_per_second']:.0f} img/s {row['elapsed']:.1f}s")
 
@@ -357,15 +444,29 @@ def epoch_line(row: dict[str, Any], num_epochs: int) -> str:
 
 def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, parts: TrainingParts, objective: Objective,
                setup: EvalSetup, progress: Progress, rows: list[dict[str, Any]], params: int,
-               world_size: int = 1, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               world_size: int = 1, extra: dict[str, Any] | None = None,
+               monitor: selection.Selector | None = None) -> dict[str, Any]:
     """Final evaluation with all metrics, weights, plots and summary.json (written last, so its
     presence means the run finished). ``extra``: facts of the run's kind (pre-training time, the
-    autoencoder of a two-stage run)."""
+    autoencoder of a two-stage run).
+
+    The last weights go to model.safetensors; the test split is then evaluated once, with the
+    weights chosen on validation (best.safetensors when the run has a validation split)."""
     model = parts.eval_model
-    metrics = objective.final_report(model, ds, setup, run_dir)
-    if objective.headline is not None:  # "best" is over the evaluated epochs and the final weights
-        metrics["best_test_acc"] = max(progress.best_test_acc, metrics[objective.headline])
     save_weights(model.state_dict(), run_dir / runs.WEIGHTS, {"model": cfg.model, "dataset": cfg.data})
+    tested = "last"
+    if progress.best_epoch and (run_dir / runs.BEST_WEIGHTS).is_file():
+        if progress.best_epoch != progress.epoch:
+            selection.load_into(model, run_dir / runs.BEST_WEIGHTS)
+        tested = "best"
+    metrics = objective.final_report(model, ds, setup, run_dir)
+    if monitor is not None and progress.best_epoch:
+        metrics["selection"] = monitor.record(progress, progress.epoch, tested)
+        metrics[f"best_{monitor.key}"], metrics["best_epoch"] = progress.best_value, progress.best_epoch
+    last = next((r for r in reversed(rows) if any(k.startswith("val_") for k in r)), None)
+    if last is not None:  # the last evaluated epoch's validation figures
+        metrics.update({k: v for k, v in last.items() if k.startswith("val_")})
+    metrics["splits"] = split_names(metrics, tested, progress.best_epoch, monitor, ds)
     runs.plot_curves(rows, run_dir / runs.CURVES, f"{cfg.model} on {cfg.data}")
     summary = {
         **metrics, "epochs": progress.epoch, "steps": progress.step, "train_seconds": progress.train_seconds,
@@ -379,13 +480,28 @@ def finish_run(run_dir: Path, cfg: TrainConfig, ds: ArrayDataset, parts: Trainin
     return summary
 
 
+def split_names(metrics: dict[str, Any], tested: str, best_epoch: int, monitor: selection.Selector | None,
+                ds: ArrayDataset) -> dict[str, str]:
+    """Which split (and which weights) each summary figure comes from, said in summary.json."""
+    chosen = (f"weights of epoch {best_epoch}, chosen by {monitor.key} on validation" if tested == "best" and monitor
+              else "the last weights (nothing selected)")
+    test = ds.extra.get("evaluated_on", "test split")
+    out = {"val_*": f"validation split ({ds.num_val} images), the last evaluated epoch"} if ds.num_val else {}
+    if monitor is not None and best_epoch:
+        out[f"best_{monitor.key}"] = f"validation split, epoch {best_epoch}"
+    out["test figures (test_*, top5, nll, precision, recall, f1, bep)"] = f"{test}, evaluated once, {chosen}"
+    return out
+
+
 # `cnnlab.train` is the public function, but Python binds a package's submodule onto the package
 # under the same name when the submodule is first imported (`import cnnlab.train`). Making this
 # module callable keeps `cnnlab.train(config)` working whichever way it was reached, while
 # `cnnlab/__init__.py` stays lazy (the CLI's --help does not import the trainer or torch).
 class _CallableModule(type(sys)):
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return train(*args, **kwargs)
+        from .api import train as train_with_arrays  # cnnlab.train(config, data=(x, y), test=(x, y))
+
+        return train_with_arrays(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

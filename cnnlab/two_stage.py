@@ -39,7 +39,7 @@ import torch.nn as nn
 from . import runs
 from .data.base import ArrayDataset
 from .data.loader import per_channel_or_element
-from .data.scaling import fit_scaling
+from .data.scaling import as_unit_float, fit_scaling
 from .errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -65,8 +65,8 @@ class Stage:
     fingerprint: str
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.meta["in_channels"], self.meta["image_size"], self.meta["image_size"]
+    def input_shape(self) -> tuple[int, ...]:
+        return runs.input_shape(self.meta)  # (C, H, W), or (C, L) for 1-D signals
 
     def record(self, relative_to: Path) -> dict[str, str]:
         """What a dependent run's meta.json keeps of this stage."""
@@ -81,7 +81,10 @@ def fingerprint(run_dir: Path, meta: dict[str, Any]) -> str:
     with open(Path(run_dir) / runs.WEIGHTS, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    h.update(json.dumps({k: meta.get(k) for k in FINGERPRINT_KEYS}, sort_keys=True).encode())
+    facts = {k: meta.get(k) for k in FINGERPRINT_KEYS}
+    if meta.get("length"):  # 1-D signals (only then, so image runs keep their fingerprints)
+        facts["length"] = meta["length"]
+    h.update(json.dumps(facts, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -99,7 +102,7 @@ def load_stage(path: str | Path, flag: str, role: str = "autoencoder") -> Stage:
                           f"finish it first with: cnnlab train --resume {run_dir}")
     cfg = TrainConfig.from_yaml(run_dir / runs.CONFIG)
     objective = cfg.objective.partition(":")[0]
-    meta = runs.read_json(run_dir / runs.META)
+    meta = runs.read_meta(run_dir)
     if objective != "reconstruct":
         raise CnnlabError(f"{flag} {run_dir}: needs an autoencoder run (--model autoencoder --objective "
                           f"reconstruct), but that run trained {meta['model']!r} with --objective {objective}")
@@ -181,8 +184,7 @@ class ScaledClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, meta: dict[str, Any]):
         super().__init__()
-        shape = (meta["in_channels"], meta["image_size"], meta["image_size"])
-        self.scaling = Scaling(meta["mean"], meta["std"], shape)
+        self.scaling = Scaling(meta["mean"], meta["std"], runs.input_shape(meta))
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,9 +201,9 @@ def feature_extractor(autoencoder: Stage, denoiser: Stage | None = None) -> nn.M
 def _check_shapes(first: Stage, then: Stage | None, shape: tuple[int, int, int], what: str, flag: str) -> None:
     for stage in (first, then):
         if stage is not None and stage.input_shape != shape:
-            c, h, w = stage.input_shape
-            raise CnnlabError(f"{flag} {stage.run_dir}: the {stage.role} takes {c}x{h}x{w} images, but {what} "
-                              f"gives {shape[0]}x{shape[1]}x{shape[2]}")
+            kind = "images" if len(stage.input_shape) == 3 else "signals"
+            raise CnnlabError(f"{flag} {stage.run_dir}: the {stage.role} takes {'x'.join(map(str, stage.input_shape))} "
+                              f"{kind}, but {what} gives {'x'.join(map(str, shape))}")
 
 
 # --------------------------------------------------------------------------- training: codes computed once
@@ -229,13 +231,17 @@ def encode_dataset(cfg: "TrainConfig", ds: ArrayDataset, runtime: "Runtime", run
     extractor = feature_extractor(autoencoder, denoiser).to(runtime.device)
     train_codes = encode_images(extractor, ds.train_images, runtime.device)
     test_codes = encode_images(extractor, ds.test_images, runtime.device)
+    val_codes = encode_images(extractor, ds.val_images, runtime.device) if ds.num_val else None
     seconds = time.perf_counter() - start
     mean, std = fit_scaling(cfg.input_scaling, train_codes)
     d = train_codes.shape[1]
     source = f"{autoencoder.run_dir.name}" + (f" after denoiser {denoiser.run_dir.name}" if denoiser else "")
-    codes = ArrayDataset(f"{ds.name} codes ({d}-d, {source})", train_codes, ds.train_labels, test_codes,
+    size = "x".join(map(str, train_codes.shape[1:])) if train_codes.dim() == 3 else f"{d}-d"  # signal codes: DxL'
+    codes = ArrayDataset(f"{ds.name} codes ({size}, {source})", train_codes, ds.train_labels, test_codes,
                          ds.test_labels, ds.classes, mean, std, flip_ok=False,
-                         extra={"images": ds.describe(), **{k: v for k, v in ds.extra.items() if k == "evaluated_on"}})
+                         extra={"images": ds.describe(), **{k: v for k, v in ds.extra.items()
+                                                            if k in ("evaluated_on", "validation")}},
+                         val_images=val_codes, val_labels=ds.val_labels if ds.num_val else None)
     record = {"autoencoder": autoencoder.record(run_dir), "denoiser": denoiser.record(run_dir) if denoiser else None,
               "code_size": d, "input": {"in_channels": shape[0], "image_size": shape[1]},
               "encode_seconds": seconds}
@@ -246,8 +252,10 @@ def encode_dataset(cfg: "TrainConfig", ds: ArrayDataset, runtime: "Runtime", run
 def encode_images(extractor: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 images [N, C, H, W] -> float32 codes [N, D, 1, 1] on the CPU, in float32 (no autocast:
     computed once, they should not carry reduced-precision rounding into every epoch)."""
-    out = [extractor(chunk.to(device).float().div_(255)).float().cpu() for chunk in images.split(ENCODE_BATCH)]
+    out = [extractor(as_unit_float(chunk.to(device))).float().cpu() for chunk in images.split(ENCODE_BATCH)]
     codes = torch.cat(out) if out else torch.empty(0, 0)
+    if codes.dim() == 3:  # a convolutional encoder's code of a 1-D signal stays a signal [N, D, L'] (cae1d)
+        return codes.contiguous()
     return codes[:, :, None, None].contiguous()
 
 
@@ -268,7 +276,7 @@ def with_denoiser(model: nn.Module, meta: dict[str, Any], denoiser: Stage, run_d
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """Any classifier (a two-stage pipeline from :func:`compose_run` or a plain run's model) behind a
     denoiser: pixels -> denoiser -> the classifier's own input scaling -> classifier."""
-    shape = (meta["in_channels"], meta["image_size"], meta["image_size"])
+    shape = runs.input_shape(meta)
     _check_shapes(denoiser, None, shape, f"the classifier {run_dir}", "--denoiser")
     if _is_pipeline(meta):  # already takes pixels in [0, 1]
         piped = nn.Sequential(Denoise(denoiser), model)
@@ -283,6 +291,9 @@ def _is_pipeline(meta: dict[str, Any]) -> bool:
 
 def _as_image_meta(meta: dict[str, Any], first: Stage) -> dict[str, Any]:
     c, size = first.meta["in_channels"], first.meta["image_size"]
-    return {**meta, "in_channels": c, "image_size": size, "mean": [0.0] * c, "std": [1.0] * c, "pipeline": True,
-            "classifier_input": meta.get("classifier_input") or {k: meta[k] for k in
-                                                                  ("in_channels", "image_size", "mean", "std")}}
+    signal = {"length": first.meta["length"]} if first.meta.get("length") else {"length": None}
+    return {**meta, "in_channels": c, "image_size": size, **signal, "mean": [0.0] * c, "std": [1.0] * c,
+            "pipeline": True,
+            "classifier_input": meta.get("classifier_input") or {
+                **{k: meta[k] for k in ("in_channels", "image_size", "mean", "std")},
+                **({"length": meta["length"]} if meta.get("length") else {})}}

@@ -152,7 +152,7 @@ def test_reconstruction_objective_reduces_reconstruction_error_on_digits(tiny_co
     summary = train(ae_config(tiny_config))
     run_dir = runs.Path(summary["run_dir"])
     rows = runs.read_metrics(run_dir)
-    assert rows[-1]["test_loss"] < 0.5 * rows[0]["test_loss"] and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["val_loss"] < 0.5 * rows[0]["val_loss"] and rows[-1]["train_loss"] < rows[0]["train_loss"]
     # better than the best constant guess, the mean training image (its SSE is the data's total variance)
     from cnnlab.data.prepare import prepare_data
 

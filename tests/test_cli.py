@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -29,7 +28,7 @@ def trained_run(tmp_path_factory):
     return out / "tiny"
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets"])
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "models", "datasets", "lr-find"])
 def test_help(command):
     r = cnnlab(command, "--help")
     assert r.returncode == 0 and "usage" in r.stdout
@@ -41,7 +40,7 @@ def test_eval_prints_all_metrics(trained_run):
     m = json.loads(r.stdout)
     for key in ("acc", "top5", "nll", "precision", "recall", "f1", "bep", "per_class", "confusion"):
         assert key in m
-    assert (trained_run / "eval.json").is_file() and (trained_run / "confusion.png").is_file()
+    assert (trained_run / "eval.json").is_file() and (trained_run / "eval-confusion.png").is_file()
     r = cnnlab("eval", trained_run, "--tta", "flip")
     assert r.returncode == 0 and "confusion" in r.stdout
 

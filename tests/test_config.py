@@ -52,7 +52,7 @@ def test_engine_keys_are_the_fields_that_do_not_change_the_result():
 # ------------------------------------------------------------------ rules
 
 # A bad and a good value for every field with a rule (a new rule needs its lines here).
-BAD = [("image_size", 3), ("channels", 2), ("val_split", 1), ("val_split", 0), ("dropout", 1.0),
+BAD = [("image_size", 3), ("channels", 2), ("val_split", 1), ("val_split", -0.1), ("dropout", 1.0),
        ("train_subset", 0), ("test_subset", 0), ("epochs", 0), ("batch_size", 0), ("lr", 0), ("weight_decay", -1e-4),
        ("warmup_epochs", -1), ("label_smoothing", 1.0), ("clip_grad", -1), ("ema", 1.0), ("crop_padding", -1),
        ("translate", 1.0), ("rotate", 200), ("rotate", -1), ("scale", 1.5), ("noise", 1.5), ("salt_pepper", -0.1),
@@ -69,6 +69,18 @@ GOOD = [("image_size", 4), ("channels", 3), ("val_split", 0.5), ("dropout", 0), 
         ("target_acc", 0.995), ("eval_every", 2), ("eval_batch_size", 1), ("name", "my-run.2"), ("save_every", 5),
         ("seed", 2**32 - 1), ("pretrain_epochs", 0), ("pretrain_lr", 0.1), ("cd_k", 5), ("head", "energy"),
         ("cv_fold", "3/3")]
+# validation, run length and fine-tuning (issue 12)
+BAD += [("test_split", 0), ("test_split", 1), ("monitor", "test_acc"), ("patience", 0), ("min_delta", -0.1),
+        ("steps", 0), ("min_steps", -1), ("accum_steps", 0), ("mixup", -0.1), ("cutmix", -1),
+        ("color_jitter", 1.0), ("resized_crop", 1.0), ("erase", 1.5), ("policy", "autoaugment")]
+GOOD += [("test_split", 0.3), ("val_split", 0), ("monitor", "val_loss"), ("patience", 3), ("min_delta", 0.001),
+         ("steps", 100), ("min_steps", 0), ("accum_steps", 4), ("mixup", 0.2), ("cutmix", 1.0),
+         ("color_jitter", 0.4), ("resized_crop", 0.35), ("erase", 0.25), ("policy", "randaugment:2,9")]
+# the streaming data path (issue 14)
+BAD += [("shear", 90), ("shear", -1), ("tta", "random:0"), ("tta", "random:x"), ("tta", "random")]
+GOOD += [("shear", 0), ("shear", 15.5), ("tta", "random:100"), ("tta", "random:1")]
+BAD += [("data_path", "disk"), ("crop_scale", 0), ("crop_scale", 1.5), ("data_workers", -1)]
+GOOD += [("data_path", "stream"), ("crop_scale", 1.0), ("data_workers", 0)]
 
 
 def test_every_rule_has_a_bad_and_a_good_case():
@@ -130,6 +142,13 @@ AUGMENT_CASES = {
     "noise": ([-0.01, 1.0, 1.5], [0, 0.1]),
     "salt_pepper": ([-0.1, 1.0], [0, 0.3]),
     "cutout": ([-1, 2.5], [0, 8]),
+    "color_jitter": ([-0.1, 1.0], [0, 0.4]),
+    "resized_crop": ([-0.1, 1.0], [0, 0.35]),
+    "erase": ([-0.1, 1.5], [0, 0.25, 1.0]),
+    "policy": (["autoaugment", "randaugment:0,9", "randaugment:2,31", "trivialaugment:3"],
+               ["none", "trivialaugment", "randaugment", "randaugment:2,9"]),
+    "shear": ([-1, 90, 100], [0, 10, 45.5]),
+    "vflip": (["maybe", 2], [True, False]),
 }
 AUGMENT_BAD = [(k, v) for k in AUGMENT_FIELDS for v in AUGMENT_CASES.get(k, ([], []))[0]]
 AUGMENT_GOOD = [(k, v) for k in AUGMENT_FIELDS for v in AUGMENT_CASES.get(k, ([], []))[1]]

@@ -35,7 +35,7 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
-        assert rb["test_acc"] == ra["test_acc"]
+        assert rb["val_acc"] == ra["val_acc"]
     wa = load_checkpoint(tmp_path / "single" / runs.CHECKPOINT)["model"]
     wb = load_checkpoint(tmp_path / "ddp" / runs.CHECKPOINT)["model"]
     for k in wa:

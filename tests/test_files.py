@@ -4,7 +4,9 @@ import stat
 
 import pytest
 
-from cnnlab.files import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text, temp_path
+from cnnlab.errors import CnnlabError
+from cnnlab.files import (atomic_path, atomic_write, atomic_write_bytes, atomic_write_text, clean_stale_temp_files,
+                          temp_path)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
 
@@ -53,8 +55,10 @@ def test_overwriting_also_follows_the_umask(tmp_path, umask):
     assert target.read_text() == "new" and _mode(target) == 0o644
 
 
-@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
-def test_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
+@pytest.mark.parametrize("error, raised", [(RuntimeError("disk full"), CnnlabError),
+                                           (OSError(28, "No space left on device"), CnnlabError),
+                                           (KeyboardInterrupt(), KeyboardInterrupt)])
+def test_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path, error, raised):
     target = tmp_path / "checkpoint.pt"
     atomic_write_text(target, "old contents")
 
@@ -62,8 +66,10 @@ def test_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
         tmp.write_text("half a checkpo")
         raise error
 
-    with pytest.raises(type(error)):
+    with pytest.raises(raised) as caught:
         atomic_write(target, write)
+    if raised is CnnlabError:  # a refused write: one line naming the file, not the temp file
+        assert str(caught.value).startswith(f"{target}: cannot write (")
     assert target.read_text() == "old contents"
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
 
@@ -106,3 +112,17 @@ def test_the_temp_file_is_not_the_target_until_the_end(tmp_path):
         tmp.write_text("new")
         assert not target.exists()
     assert target.read_text() == "new" and not tmp.exists()
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".checkpoint.pt.{dead.pid}.0123abcd.tmp"
+    live = tmp_path / f".metrics.jsonl.{os.getpid()}.89abcdef.tmp"
+    keep = tmp_path / ".notes.tmp"  # not a name cnnlab makes
+    for p in (stale, live, keep):
+        p.write_text("x")
+    assert clean_stale_temp_files(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, keep.name])

@@ -71,7 +71,7 @@ def test_loads_mixed_formats(tree, recwarn):
 
 def test_registry_passes_options(tree):
     root, _ = tree
-    ds = load_dataset("folder", data_dir=root, size=8, channels=1, val_split=0.4, seed=3)
+    ds = load_dataset("folder", data_dir=root, size=8, channels=1, test_split=0.4, seed=3)
     assert ds.train_images.shape == (9, 1, 8, 8) and ds.test_images.shape == (6, 1, 8, 8)
 
 
@@ -178,7 +178,7 @@ def test_presplit_train_and_test_folders(tmp_path):
         for c in ("x", "y"):
             for i in range(n):
                 save(tmp_path / split / c / f"{i}.png", noise("RGB", (9, 9), i))
-    ds = load_folder(tmp_path, size=9, val_split=0.9)
+    ds = load_folder(tmp_path, size=9, test_split=0.9)
     assert ds.classes == ["x", "y"] and len(ds.train_labels) == 8 and len(ds.test_labels) == 4
     assert all("/train/" in f for f in ds.extra["train_files"])
     save(tmp_path / "test" / "z" / "0.png", noise("RGB", (9, 9), 0))
@@ -204,7 +204,7 @@ def two_classes(root: Path, counts=(3, 3)) -> Path:
     (lambda p: (two_classes(p), (p / "c").mkdir(), (p / "c" / "x.png").write_text("x")), {}, "no readable images"),
     (lambda p: two_classes(p, (3, 1)), {}, "at least 2 per class"),
     (lambda p: two_classes(p), {"channels": 2}, "channels"),
-    (lambda p: two_classes(p), {"val_split": 1.5}, "val_split"),
+    (lambda p: two_classes(p), {"test_split": 1.5}, "test_split"),
     (lambda p: two_classes(p), {"size": 0}, "size"),
 ])
 def test_clear_errors(tmp_path, setup, kwargs, expected):
@@ -212,7 +212,7 @@ def test_clear_errors(tmp_path, setup, kwargs, expected):
     setup(root)
     with pytest.raises(CnnlabError, match=expected) as err:
         load_folder(**{"data_dir": root, "size": 8, **kwargs})
-    if kwargs.get("data_dir", root) is not None and expected not in ("channels", "val_split", "size"):
+    if kwargs.get("data_dir", root) is not None and expected not in ("channels", "test_split", "size"):
         assert str(root) in str(err.value)
 
 

@@ -145,3 +145,33 @@ def test_json_reader_names_the_file(tmp_path, payload):
         runs.read_json(path)
     except CnnlabError as e:
         assert "summary.json" in str(e)
+
+
+meta_keys = st.sampled_from(["model", "model_options", "classes", "in_channels", "image_size", "length", "mean", "std"])
+
+
+@FUZZ
+@given(st.dictionaries(meta_keys, values, max_size=8))
+def test_meta_reader_names_the_file_and_field(tmp_path, meta):
+    (tmp_path / runs.META).write_text(json.dumps(meta))
+    try:
+        checked = runs.read_meta(tmp_path)
+    except CnnlabError as e:
+        assert str(e).startswith(str(tmp_path / runs.META))
+        return
+    assert all(isinstance(c, str) for c in checked["classes"])
+
+
+@FUZZ
+@given(st.text(max_size=30))
+def test_spec_figure_paths_stay_in_the_spec_folder(tmp_path, name):
+    from cnnlab.study.spec import StudySpec, spec_image
+
+    spec = StudySpec.__new__(StudySpec)
+    spec.path = tmp_path / "spec" / "s.yaml"
+    try:
+        path = spec_image(spec, name, "figures[0].image")
+    except CnnlabError as e:
+        assert "figures[0].image" in str(e)
+        return
+    assert path.resolve().is_relative_to((tmp_path / "spec").resolve())

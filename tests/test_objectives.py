@@ -111,9 +111,10 @@ def test_a_new_objective_trains_through_the_unchanged_loop(tiny_config):
     summary = train(tiny_config(objective="test-regress", epochs=2))
     rows = runs.read_metrics(runs.Path(summary["run_dir"]))
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert all("train_sq_err" in r and "test_acc_argmax" in r and "train_acc" not in r for r in rows)
+    assert all("train_sq_err" in r and "val_acc_argmax" in r and "train_acc" not in r for r in rows)  # validation
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
-    assert "best_test_acc" not in summary and "test_acc_argmax" in summary  # no headline: no "best"
+    assert "best_test_acc" not in summary and "test_acc_argmax" in summary  # no headline and no loss: no "best"
+    assert "selection" not in summary and "best_epoch" not in summary
 
 
 def test_target_acc_needs_an_accuracy_objective(tiny_config):

@@ -34,7 +34,7 @@ def _steps(parts: TrainingParts, n: int) -> None:
 def test_restore_continues_exactly(tmp_path):
     a = _parts(0)
     _steps(a, 3)
-    progress = Progress(epoch=1, step=3, train_seconds=1.5, images_seen=24, best_test_acc=0.5)
+    progress = Progress(epoch=1, step=3, train_seconds=1.5, images_seen=24, best_value=0.5, best_epoch=1, bad_evals=0)
     save_training(tmp_path / "ckpt.pt", a, progress, {"lr": 0.01})
     _steps(a, 4)  # the uninterrupted run goes on
 

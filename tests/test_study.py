@@ -28,7 +28,7 @@ TINY = {  # two tiny variants on the offline digits data: seconds per run on CPU
              "batch_size": 64, "sched": "constant", "lr": 0.05},
     "grid": {"opt": {"sgd": "sgd", "adam": "adam"}},
     "report": {"metrics": ["test_acc", "train_error", "f1", "train_seconds", "params"], "headline": "test_acc",
-               "curves": ["test_acc", "train_loss"]},
+               "curves": ["val_acc", "train_loss"]},
     "paper": {"sgd": {"test_acc": 90.0}},
 }
 
@@ -165,10 +165,10 @@ def fake_trainer(fail: set[str] | None = None, calls: list | None = None):
         cfg.to_yaml(run_dir / "config.yaml")
         acc = {"a": 0.80, "b": 0.90}.get(variant, 0.5) + 0.01 * cfg.seed
         rows = [{"epoch": e, "step": 10 * e, "train_loss": 1.0 / e, "train_acc": acc - 0.1 / e,
-                 "test_loss": 1.5 / e, "test_acc": acc - 0.05 / e, "lr": 0.1, "images_per_second": 1000.0,
+                 "val_loss": 1.5 / e, "val_acc": acc - 0.05 / e, "lr": 0.1, "images_per_second": 1000.0,
                  "elapsed": 1.0 * e} for e in (1, 2)]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        summary = {"test_acc": acc, "best_test_acc": acc, "precision": acc, "recall": acc, "f1": acc - 0.02,
+        summary = {"test_acc": acc, "best_val_acc": acc, "best_epoch": 2, "precision": acc, "recall": acc, "f1": acc - 0.02,
                    "nll": 0.3, "top5": 1.0, "epochs": 2, "train_seconds": 2.0 + cfg.seed,
                    "images_per_second": 1000.0, "params": 1234, "run_dir": str(run_dir)}
         (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -182,7 +182,7 @@ def test_aggregation_mean_std_paper_columns_and_report(tmp_path, monkeypatch):
                              "variants": [{"name": "a", "lr": 0.1}, {"name": "b", "lr": 0.2}], "seeds": [0, 1, 2],
                              "report": {"metrics": ["test_acc", "f1", "train_seconds"], "headline": "test_acc"},
                              "paper": {"a": {"test_acc": 79.5, "train_error": 3.0}},
-                             "figures": [{"title": "Fig 1", "variants": ["a", "b"], "metric": "test_error"}],
+                             "figures": [{"title": "Fig 1", "variants": ["a", "b"], "metric": "val_error"}],
                              "claims": ["b beats a"]})
     monkeypatch.setattr(execute, "_call_train", fake_trainer())
     result = study.run_study(spec, "full", out=tmp_path, log=lambda *a: None)
@@ -200,7 +200,7 @@ def test_aggregation_mean_std_paper_columns_and_report(tmp_path, monkeypatch):
     assert "**91.00 ± 1.00**" in md  # best headline value in bold
     assert len(read_csv(result["study_dir"] / "runs.csv")) == 6
     plots = result["study_dir"] / "plots"
-    assert {p.name for p in plots.glob("*.png")} == {"bar_test_acc.png", "curves_test_acc.png",
+    assert {p.name for p in plots.glob("*.png")} == {"bar_test_acc.png", "curves_val_acc.png",
                                                       "curves_train_loss.png", "figure_1.png"}
     report = result["report"].read_text()
     assert report.count("data:image/png;base64,") == 4  # bar, 2 curve plots, Fig 1

@@ -24,16 +24,20 @@ def test_digits_reaches_95_percent(tiny_config):
     assert summary["test_acc"] >= 0.95, summary
     run_dir = runs.check_run_dir(summary["run_dir"])
     for name in (runs.CONFIG, runs.META, runs.METRICS, runs.SUMMARY, runs.CURVES, runs.CONFUSION, runs.CHECKPOINT,
-                 runs.WEIGHTS):
+                 runs.WEIGHTS, runs.BEST_WEIGHTS, runs.SPLIT):
         assert (run_dir / name).is_file(), name
     on_disk = json.loads((run_dir / runs.SUMMARY).read_text())
-    for key in ("test_acc", "best_test_acc", "epochs", "train_seconds", "images_per_second", "model", "dataset"):
+    for key in ("test_acc", "best_val_acc", "best_epoch", "splits", "epochs", "train_seconds", "images_per_second",
+                "model", "dataset"):
         assert key in on_disk
+    assert "best_test_acc" not in on_disk  # nothing called test is chosen on test
     rows = runs.read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == list(range(1, 9))
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_second", "elapsed"):
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_second", "elapsed"):
         assert key in rows[0]
-    assert rows[-1]["test_acc"] == pytest.approx(summary["test_acc"])
+    assert not any(k.startswith("test_") for r in rows for k in r)  # the test split is not evaluated per epoch
+    best = max(rows, key=lambda r: r["val_acc"])  # the first epoch reaching the best validation accuracy
+    assert summary["best_epoch"] == best["epoch"] and summary["best_val_acc"] == best["val_acc"]
 
 
 def test_checkpoint_loads_weights_only(tiny_config):
@@ -47,7 +51,9 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("extra", [{}, {"ema": 0.9, "crop_padding": 2, "flip": True, "dropout": 0.1}])
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9, "crop_padding": 2, "flip": True, "dropout": 0.1},
+                                   {"mixup": 0.2, "cutmix": 1.0, "policy": "randaugment", "color_jitter": 0.2,
+                                    "resized_crop": 0.5, "erase": 0.25, "accum_steps": 2, "patience": 5}])
 def test_resume_after_crash_matches_uninterrupted_run(tiny_config, extra):
     full = train(tiny_config(name="full", epochs=4, **extra))
 
@@ -87,6 +93,8 @@ def test_target_accuracy_stops_early(tiny_config):
     summary = train(tiny_config(epochs=20, target_acc=50))
     assert summary["reached_target"] is not None
     assert summary["epochs"] < 20
+    rows = runs.read_metrics(runs.Path(summary["run_dir"]))
+    assert rows[-1]["val_acc"] >= 0.5 and all(r["val_acc"] < 0.5 for r in rows[:-1])  # followed validation
 
 
 def test_seeded_runs_repeat(tiny_config):

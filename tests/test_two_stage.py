@@ -47,7 +47,7 @@ def two_stage_run(stage_one):
 
 def test_the_classifier_trains_on_codes_computed_once(stage_one, two_stage_run):
     summary = two_stage_run
-    assert summary["encoded"] == [1347, 450]  # the training and the test split, once each for the whole run
+    assert summary["encoded"] == [1211, 450, 136]  # the training, test and validation split, once each
     meta = json.loads((runs.Path(summary["run_dir"]) / runs.META).read_text())
     assert (meta["in_channels"], meta["image_size"]) == (16, 1)  # the classifier's input: 16-d codes
     record = meta["features"]

@@ -82,7 +82,7 @@ def test_a_cross_validation_run_is_scored_on_its_fold_not_the_test_split(tmp_pat
 
 
 def test_cv_folds_partition_the_training_split_stratified():
-    base = prepare_data(TrainConfig(data="digits"))
+    base = prepare_data(TrainConfig(data="digits", val_split=0))  # the whole training split
     folds = [prepare_data(TrainConfig(data="digits", cv_fold=f"{i}/3")) for i in (1, 2, 3)]
     held_out = torch.cat([f.test_images for f in folds])
     assert len(held_out) == len(base.train_images)  # every training image held out exactly once

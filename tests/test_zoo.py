@@ -28,6 +28,10 @@ ZOO = {
     # sadie (issue 9): the CIFAR ResNet-152, the StochasticNet baselines and SADIE itself
     "resnet152-cifar": TINY, **{f"{net}{d}": TINY for net in ("stochasticnet", "sadie") for d in (110, 152)},
     "mobilenet": {"alpha": 0.125}, "mobilenet-plain": {"alpha": 0.125},
+    # issue 17: GoogLeNet 2014 (auxiliary classifiers), naive Inception, SPP, MSRA VGG, DSN, constrained-time nets
+    "googlenet": TINY, "inception-naive": TINY, "alexnet-spp": {"width": 0.0625},
+    "msra-vgg": {"width": 0.0625, "norm": "batch"}, "dsn": TINY, "rf-stack": {"channels": 8},
+    "alexnet-3x3": {"width": 0.0625}, "alexnet-2x2": {"width": 0.0625},
 }
 # One network per kind of block: plain stacks, LRN/groups, mlpconv, Inception branches, TinyNet modules,
 # basic and bottleneck residual blocks, depthwise separable blocks.
@@ -118,6 +122,7 @@ def synthetic_batch(size: int, channels: int, n: int = 16):
 # signal fades) and at a lower rate.
 TRAIN_SETTINGS = {key: (32, 0.01) for key in ZOO if key.startswith("vgg")}
 TRAIN_SETTINGS.update({"alexnet": (64, 0.02), "alexnet-grouped": (64, 0.02)})
+TRAIN_SETTINGS.update({k: (64, 0.02) for k in ("alexnet-spp", "alexnet-3x3", "alexnet-2x2")})
 
 
 @pytest.mark.parametrize("key", sorted(ZOO))

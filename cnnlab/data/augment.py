@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import TTA_MODES, check_value
+from ..config import TTA_MODES, check_value, is_tta_mode
 from ..errors import CnnlabError
 
 
@@ -41,9 +41,12 @@ class AugmentConfig:
     translate:    max shift as a fraction of the side, per axis, uniform in [-translate, translate].
     rotate:       max rotation in degrees, uniform in [-rotate, rotate].
     scale:        max relative zoom, uniform in [1 - scale, 1 + scale].
+    shear:        max shear angle in degrees, uniform in [-shear, shear] (x += tan(angle) y; thesis Ch. 6).
+    vflip:        also flip each sample upside down with probability 1/2 (plankton has no "up", thesis Ch. 6).
     noise:        std of additive Gaussian noise.
     salt_pepper:  expected fraction of pixels set to white (half) or black (half), all channels together.
     cutout:       side in pixels of a zeroed square per sample, centred anywhere (clipped at the border).
+    color_jitter, resized_crop, erase, policy: see :mod:`cnnlab.data.policies`.
     """
 
     crop_padding: int = 0
@@ -54,6 +57,12 @@ class AugmentConfig:
     noise: float = 0.0
     salt_pepper: float = 0.0
     cutout: int = 0
+    color_jitter: float = 0.0
+    resized_crop: float = 0.0
+    erase: float = 0.0
+    policy: str | None = None
+    shear: float = 0.0
+    vflip: bool = False
 
     def __post_init__(self) -> None:
         # the same rules as the TrainConfig fields of the same names (one home: cnnlab.config)
@@ -63,11 +72,11 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         """True when at least one transform is on (otherwise :func:`augment_batch` is a no-op)."""
-        return any(bool(getattr(self, f.name)) for f in fields(self))
+        return any(bool(getattr(self, f.name)) and getattr(self, f.name) != "none" for f in fields(self))
 
     @property
     def affine(self) -> bool:
-        return bool(self.translate or self.rotate or self.scale)
+        return bool(self.translate or self.rotate or self.scale or self.shear)
 
     @classmethod
     def from_config(cls, cfg: Any, flip: bool | None = None) -> "AugmentConfig":
@@ -81,7 +90,12 @@ class AugmentConfig:
             flip = bool(cfg.flip) if cfg.flip is not None else False
         return cls(crop_padding=int(cfg.crop_padding), flip=bool(flip), translate=float(cfg.translate),
                    rotate=float(cfg.rotate), scale=float(cfg.scale), noise=float(cfg.noise),
-                   salt_pepper=float(cfg.salt_pepper), cutout=int(cfg.cutout))
+                   salt_pepper=float(cfg.salt_pepper), cutout=int(cfg.cutout),
+                   # the policies' fields (cnnlab.data.policies); objects that predate them read as off
+                   color_jitter=float(getattr(cfg, "color_jitter", 0.0)),
+                   resized_crop=float(getattr(cfg, "resized_crop", 0.0)), erase=float(getattr(cfg, "erase", 0.0)),
+                   policy=getattr(cfg, "policy", None), shear=float(getattr(cfg, "shear", 0.0)),
+                   vflip=bool(getattr(cfg, "vflip", False)))
 
     def describe(self) -> str:
         """Short human-readable summary for logs, e.g. ``"crop 4, flip, cutout 8"``."""
@@ -90,7 +104,12 @@ class AugmentConfig:
             parts.append(f"crop {self.crop_padding}")
         if self.flip:
             parts.append("flip")
-        for k in ("translate", "rotate", "scale", "noise", "salt_pepper", "cutout"):
+        if self.vflip:
+            parts.append("vertical flip")
+        if self.policy and self.policy != "none":
+            parts.append(self.policy)
+        for k in ("translate", "rotate", "scale", "shear", "noise", "salt_pepper", "cutout", "color_jitter", "resized_crop",
+                  "erase"):
             if getattr(self, k):
                 parts.append(f"{k.replace('_', '-')} {getattr(self, k):g}")
         return ", ".join(parts) or "none"
@@ -142,8 +161,15 @@ def random_flip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], x.flip(3), x)
 
 
-def random_affine(x: torch.Tensor, translate: float = 0.0, rotate: float = 0.0, scale: float = 0.0) -> torch.Tensor:
-    """One random rotation + zoom + translation per sample, resampled bilinearly with zero fill.
+def random_vflip(x: torch.Tensor, p: float = 0.5) -> torch.Tensor:
+    """Flip each sample upside down with probability ``p``."""
+    mask = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(mask[:, None, None, None], x.flip(2), x)
+
+
+def random_affine(x: torch.Tensor, translate: float = 0.0, rotate: float = 0.0, scale: float = 0.0,
+                  shear: float = 0.0) -> torch.Tensor:
+    """One random rotation + zoom + translation (+ shear) per sample, resampled bilinearly with zero fill.
 
     All three are combined into a single 2x3 matrix per sample so the image is
     interpolated once (``F.affine_grid`` + ``F.grid_sample``). The matrix maps
@@ -151,7 +177,7 @@ def random_affine(x: torch.Tensor, translate: float = 0.0, rotate: float = 0.0, 
     H/W factors keep rotations rigid on non-square images. With all parameters 0
     it is the identity.
     """
-    if not (translate or rotate or scale):
+    if not (translate or rotate or scale or shear):
         return x
     b, _, h, w = x.shape
     dev = x.device
@@ -161,6 +187,10 @@ def random_affine(x: torch.Tensor, translate: float = 0.0, rotate: float = 0.0, 
     ty = _uniform(b, 2 * translate, dev)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([cos, -sin * (h / w), tx, sin * (w / h), cos, ty], 1).view(b, 2, 3)
+    if shear:  # drawn only when asked for, so runs without shear keep their random sequence
+        k = torch.tan(_uniform(b, math.radians(shear), dev)) * (h / w)  # x += k y, in normalized units
+        theta = theta.clone()
+        theta[:, :, 1] = theta[:, :, 0] * k[:, None] + theta[:, :, 1]  # theta @ [[1, k], [0, 1]]
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # grid_sample lacks half on CPU
     grid = F.affine_grid(theta.to(work.dtype), list(work.shape), align_corners=False)
     out = F.grid_sample(work, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -211,8 +241,8 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     """Apply the enabled transforms of ``cfg`` to a float batch in [0, 1].
 
-    Order: random crop, flip, affine (translate/rotate/scale), Gaussian noise,
-    salt-and-pepper, cutout, then clamp to [0, 1]. Geometry comes first so noise
+    Order: random-resized crop, random crop, flip, affine (translate/rotate/scale), policy, colour
+    jitter, Gaussian noise, salt-and-pepper, cutout, random erasing, then clamp to [0, 1]. Geometry comes first so noise
     is not interpolated, and cutout last so its square stays exactly zero. The
     result has the input's shape, dtype and device; a disabled config returns
     ``x`` itself untouched.
@@ -220,11 +250,20 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     _check_batch(x)
     if not cfg.enabled:
         return x
+    from . import policies  # colour jitter, random-resized crop, policies, random erasing
+
+    x = policies.random_resized_crop(x, cfg.resized_crop)
     x = random_crop(x, cfg.crop_padding, flip=cfg.flip)  # also flips when crop_padding is 0
-    x = random_affine(x, cfg.translate, cfg.rotate, cfg.scale)
+    if cfg.vflip:
+        x = random_vflip(x)
+    x = random_affine(x, cfg.translate, cfg.rotate, cfg.scale, cfg.shear)
+    if cfg.policy and cfg.policy != "none":
+        x = policies.apply_policy(x, policies.parse_policy(cfg.policy))
+    x = policies.color_jitter(x, cfg.color_jitter)
     x = gaussian_noise(x, cfg.noise)
     x = salt_and_pepper(x, cfg.salt_pepper)
     x = cutout(x, cfg.cutout)
+    x = policies.random_erasing(x, cfg.erase)
     return x.clamp(0.0, 1.0)
 
 
@@ -261,12 +300,32 @@ def tta_shift(h: int, w: int) -> int:
 
 
 def _check_tta_mode(mode: str) -> None:
-    if mode not in TTA_MODES:
-        raise CnnlabError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    if not is_tta_mode(mode):
+        raise CnnlabError(f"tta must be one of {', '.join(TTA_MODES)} or random:N (N >= 1), got {mode!r}")
+
+
+# thesis Ch. 6's multi-view test: "for a single image, I performed 100 random augmentations then averaged the
+# 100 prediction results" -- rotation, translation, rescaling, flips and shear (a fixed set: the thesis gives no
+# magnitudes). Views are drawn from their own generator state seeded with TTA_SEED (torch.random.fork_rng), so
+# `--tta random:N` gives the same probabilities every time and leaves the training run's random sequence alone.
+RANDOM_VIEWS = {"rotate": 180.0, "translate": 0.05, "scale": 0.1, "shear": 10.0}
+TTA_SEED = 0
+
+
+def _random_views(x: torch.Tensor, n: int) -> Iterator[torch.Tensor]:
+    devices = [x.device.index or 0] if x.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(TTA_SEED)
+        for _ in range(n):
+            # x is normalized here, so zero fill means the mean colour; no [0, 1] clamp
+            yield random_affine(random_vflip(random_flip(x)), **RANDOM_VIEWS)
 
 
 def _iter_tta_views(x: torch.Tensor, mode: str) -> Iterator[torch.Tensor]:
     _check_tta_mode(mode)
+    if mode.startswith("random:"):
+        yield from _random_views(x, int(mode.partition(":")[2]))
+        return
     bases = [x, x.flip(3)] if mode in ("flip", "flip-shift") else [x]
     s = tta_shift(x.shape[2], x.shape[3])
     for base in bases:
@@ -281,7 +340,8 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
 
     none: [x] (1 view). flip: x and its mirror (2). shift: x and x shifted by
     +-s pixels vertically and horizontally with zero fill, s = :func:`tta_shift`
-    (5). flip-shift: the shift views of x and of its mirror (10).
+    (5). flip-shift: the shift views of x and of its mirror (10). random:N: N random
+    flips/rotations/shifts/zooms/shears (:data:`RANDOM_VIEWS`), the same N for every call (seeded).
     """
     return list(_iter_tta_views(x, mode))
 

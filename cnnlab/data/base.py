@@ -37,19 +37,31 @@ class ArrayDataset:
     std: tuple[float, ...]
     flip_ok: bool = True  # is a horizontal flip label-preserving? (no for digits)
     extra: dict = field(default_factory=dict)
+    # the validation split, taken out of the training split by cnnlab.data.split (None: none taken)
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "test"):
+        for split in ("train", "test", "val"):
             x, y = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
-            if x.dtype not in (torch.uint8, torch.float32) or x.dim() != 4:
+            if split == "val" and x is None:
+                continue
+            signal = x.dtype == torch.float32 and x.dim() == 3  # 1-D signals [N,C,L] (cnnlab.data.signals)
+            if x.dtype not in (torch.uint8, torch.float32) or (x.dim() != 4 and not signal):
                 raise CnnlabError(f"{self.name}: {split} images must be uint8 [N,C,H,W] (or float32 features, "
-                                  f"e.g. codes [N,D,1,1]), got {x.dtype} {tuple(x.shape)}")
+                                  f"e.g. codes [N,D,1,1], or signals [N,C,L]), got {x.dtype} {tuple(x.shape)}")
             if y.shape != (x.shape[0],):
                 raise CnnlabError(f"{self.name}: {split} labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
                 raise CnnlabError(f"{self.name}: {split} labels must be in [0, {len(self.classes)})")
         self.train_labels = self.train_labels.long()
         self.test_labels = self.test_labels.long()
+        if self.val_labels is not None:
+            self.val_labels = self.val_labels.long()
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val_labels is None else len(self.val_labels)
 
     @property
     def in_channels(self) -> int:
@@ -63,9 +75,23 @@ class ArrayDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def is_signal(self) -> bool:
+        """1-D signals [N, C, L] rather than images [N, C, H, W]"""
+        return self.train_images.dim() == 3
+
+    @property
+    def length(self) -> int | None:
+        """Samples per signal (None for images)."""
+        return self.train_images.shape[2] if self.is_signal else None
+
     def describe(self) -> str:
+        if self.is_signal:
+            return (f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test signals, "
+                    f"{self.in_channels}x{self.length}, {self.num_classes} classes")
         c, (h, w) = self.in_channels, self.image_size
-        return (f"{self.name}: {len(self.train_labels)} train / {len(self.test_labels)} test images, "
+        val = f"{self.num_val} validation / " if self.num_val else ""
+        return (f"{self.name}: {len(self.train_labels)} train / {val}{len(self.test_labels)} test images, "
                 f"{c}x{h}x{w}, {self.num_classes} classes")
 
 
@@ -90,6 +116,8 @@ class DatasetSpec:
     description: str
     channels: int | None = None
     size: int | None = None  # square side in pixels
+    length: int | None = None  # samples per 1-D signal (a signal dataset: shape C x L, size None)
+    kind: str = "images"  # or "signals" (float32 [N, C, L], cnnlab.data.signals)
     num_classes: int | None = None
     train_size: int | None = None
     test_size: int | None = None
@@ -100,6 +128,8 @@ class DatasetSpec:
     @property
     def shape(self) -> str:
         text = f"{self.channels}x{self.size}x{self.size}" if self.channels and self.size else "any (resized)"
+        if self.kind == "signals":
+            text = f"{self.channels}x{self.length} signals" if self.channels and self.length else "signals"
         return _with_note(text, self.notes.get("shape"))
 
     @property

@@ -2,8 +2,8 @@
 
 Layout: ``DIR/<class>/*.png`` (sub-folders of a class folder are included; hidden
 files and folders are ignored). Class names are the sorted folder names. A
-stratified, seeded ``val_split`` of each class becomes the evaluation ("test")
-split, unless ``DIR`` holds exactly ``train/`` and ``test/`` (or ``val/``)
+stratified, seeded ``test_split`` of each class becomes the test split (the
+validation split is then taken from what remains, :mod:`cnnlab.data.split`), unless ``DIR`` holds exactly ``train/`` and ``test/`` (or ``val/``)
 folders, each with the class sub-folders, which are then used as given.
 
 Preprocessing (shared with ``cnnlab predict`` through :func:`load_image`):
@@ -101,14 +101,61 @@ def _visible_subdirs(folder: Path) -> list[Path]:
     return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    """Image files under ``class_dir`` (recursively, following links), sorted, hidden entries skipped."""
-    found = []
-    for root, dirs, files in os.walk(class_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / f for f in sorted(files)
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-    return found
+class _Walker:
+    """Lists the image files of class folders (recursively, following links, sorted, hidden entries
+    skipped), each folder and each file at most once in the whole dataset.
+
+    Links are followed (a class folder may gather images from elsewhere), so a link loop
+    (``cat/again -> ..``) would otherwise be walked forever, and a link into the dataset root or
+    another class folder would file that class's images (or the test split's) under this one.
+    A folder reached again, the root, or another class's folder is skipped; a file reached again (a
+    second link to it, a hard link) is kept once, where it was first met.
+    """
+
+    def __init__(self, root: Path, class_dirs: list[Path]):
+        self.reserved = {_key(root)} | {_key(d) for d in class_dirs}
+        self.visited: set[tuple[int, int]] = set()
+        self.files_seen: set[tuple[int, int]] = set()
+
+    def files(self, class_dir: Path) -> list[Path]:
+        own = _key(class_dir)
+        found = []
+        for root, dirs, files in os.walk(class_dir, followlinks=True):
+            key = _key(Path(root))
+            if key is None or key in self.visited or (key in self.reserved and key != own):
+                dirs[:] = []
+                continue
+            self.visited.add(key)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in sorted(files):
+                path = Path(root) / f
+                if f.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                fkey = _key(path)
+                if fkey is not None and fkey in self.files_seen:
+                    continue
+                self.files_seen.add(fkey)
+                found.append(path)
+        return found
+
+
+def _key(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) a path leads to; ``None`` for a broken link."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _check_name(class_dir: Path) -> None:
+    """A class name is shown, plotted and saved in meta.json: it must be text (a folder name that is
+    not UTF-8 decodes to lone surrogates, which crash the plots after training)."""
+    try:
+        class_dir.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CnnlabError(f"folder dataset: class folder {os.fsencode(class_dir)!r} has a name that is not UTF-8 "
+                          "text; rename it") from None
 
 
 def _class_folders(root: Path) -> dict[str, Path]:
@@ -121,10 +168,11 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return {d.name: d for d in subdirs}
 
 
-def _read_class(class_dir: Path, size: int, channels: int | None, strict: bool,
-                pool: ThreadPoolExecutor) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, str]]]:
-    """Decode one class folder: (images, their paths, (path, reason) of unreadable files)."""
-    paths = _image_files(class_dir)
+def _read_class(class_dir: Path, size: int, channels: int | None, strict: bool, pool: ThreadPoolExecutor,
+                listed: dict[Path, list[Path]]) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, str]]]:
+    """Decode one class folder (its files as ``listed``): (images, their paths, (path, reason) of unreadable
+    files)."""
+    paths = listed[class_dir]
     if not paths:
         raise CnnlabError(f"folder dataset: class folder {class_dir} contains no images "
                           f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -144,9 +192,9 @@ def _read_class(class_dir: Path, size: int, channels: int | None, strict: bool,
     return images, kept, skipped
 
 
-def _split_indices(n: int, val_split: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of one class: round(n * val_split) images, at least 1 and at most n - 1, for validation."""
-    n_val = min(n - 1, max(1, int(n * val_split + 0.5)))
+def _split_indices(n: int, test_split: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of one class: round(n * test_split) images, at least 1 and at most n - 1, for testing."""
+    n_val = min(n - 1, max(1, int(n * test_split + 0.5)))
     order = rng.permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
@@ -184,6 +232,22 @@ def _check_root(data_dir: str | Path | None) -> Path:
     return root
 
 
+def _list_files(root: Path, presplit: tuple[Path, Path] | None) -> dict[Path, list[Path]]:
+    """Every class folder's image files, listed in the order the loader reads them (train before test:
+    a file linked into both splits stays in training only)."""
+    if presplit:
+        train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
+        order = [dirs[name] for name in sorted(train_dirs) for dirs in (train_dirs, eval_dirs) if name in dirs]
+        walker = _Walker(root, order + list(presplit))
+    else:
+        class_dirs = _class_folders(root)
+        order = [class_dirs[name] for name in sorted(class_dirs)]
+        walker = _Walker(root, order)
+    for d in order:
+        _check_name(d)
+    return {d: walker.files(d) for d in order}
+
+
 def _presplit_folders(root: Path) -> tuple[Path, Path] | None:
     """(train, eval) folders when ``root`` holds only train/ and test/ (or val/), else None."""
     top = {d.name for d in _visible_subdirs(root)}
@@ -193,12 +257,12 @@ def _presplit_folders(root: Path) -> tuple[Path, Path] | None:
 
 
 def load_folder(data_dir: str | Path | None, download: bool = True, size: int | None = DEFAULT_SIZE,
-                channels: int | None = None, val_split: float = 0.2, strict: bool = False,
+                channels: int | None = None, test_split: float = 0.2, strict: bool = False,
                 seed: int = 0) -> ArrayDataset:
     """Load ``DIR/<class>/<images>`` into memory (see the module docstring for layout and preprocessing).
 
     ``size``: side of the square images (None: 32). ``channels``: 1, 3 or None
-    (RGB if any image is colour). ``val_split``: fraction of each class held out as
+    (RGB if any image is colour). ``test_split``: fraction of each class held out as
     the test split, chosen with ``seed`` (unused for a DIR with train/ and test/).
     ``strict``: raise on an unreadable image instead of skipping it with a warning.
     ``download`` is ignored: there is nothing to download.
@@ -210,12 +274,16 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
     if channels not in (None, 1, 3):
         raise CnnlabError(f"folder dataset: channels must be 1, 3 or None, got {channels!r}")
     presplit = _presplit_folders(root)
-    if presplit is None and not 0 < val_split < 1:
-        raise CnnlabError(f"folder dataset: val_split must be in (0, 1), got {val_split}")
+    if presplit is None and not 0 < test_split < 1:
+        raise CnnlabError(f"folder dataset: test_split must be in (0, 1), got {test_split}")
 
     train, test, skipped = _Split(), _Split(), []
+    listed = _list_files(root, presplit)
+    from .prepare import check_fits_in_memory
+
+    check_fits_in_memory(sum(map(len, listed.values())), channels or 3, size, f"folder dataset {root}")
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-        read = partial(_read_class, size=size, channels=channels, strict=strict, pool=pool)
+        read = partial(_read_class, size=size, channels=channels, strict=strict, pool=pool, listed=listed)
         if presplit:
             train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
             unknown = sorted(set(eval_dirs) - set(train_dirs))
@@ -239,10 +307,10 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
                 skipped += bad
                 if len(images) < 2:
                     raise CnnlabError(f"folder dataset: class folder {class_dirs[name]} has only {len(images)} "
-                                      "readable image; splitting off a validation set needs at least 2 per class")
-                for split, idx in zip((train, test), _split_indices(len(images), val_split, rng)):
+                                      "readable image; splitting off a test set needs at least 2 per class")
+                for split, idx in zip((train, test), _split_indices(len(images), test_split, rng)):
                     split.add([images[i] for i in idx], [paths[i] for i in idx], label)
-            split_info = f"val_split={val_split}, seed={seed}"
+            split_info = f"test_split={test_split}, seed={seed}"
 
     if skipped:
         listed = "; ".join(f"{path} ({why})" for path, why in skipped[:MAX_LISTED])
@@ -259,5 +327,5 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
 
 register_dataset(DatasetSpec(
     "folder", load_folder, "your own images: --data-dir DIR with one sub-folder per class",
-    notes={"classes": "one per sub-folder", "splits": "stratified val_split (default 0.2) or DIR/train + DIR/test"},
+    notes={"classes": "one per sub-folder", "splits": "stratified test_split (default 0.2) or DIR/train + DIR/test"},
     source="--data-dir"))

@@ -26,16 +26,22 @@ def to_model_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
     """
     x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
     if augment is not None and augment.enabled:
-        x = augment_batch(x, augment)
+        if x.dim() == 3:  # 1-D signals [B, C, L]: shift, stretch, noise (cnnlab.data.signal_augment)
+            from .signal_augment import augment_signals
+
+            x = augment_signals(x, augment)
+        else:
+            x = augment_batch(x, augment)
     x = (x - per_channel_or_element(mean, x)) / per_channel_or_element(std, x)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def per_channel_or_element(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``values`` viewed to broadcast over batch ``x``: [1,C,1,1] per channel, [1,C,H,W] per element."""
+    """``values`` viewed to broadcast over batch ``x``: [1,C,1,1] per channel, [1,C,H,W] per element
+    (for signals [B,C,L]: [1,C,1] and [1,C,L])."""
     if values.numel() == x[0].numel() and values.numel() != x.shape[1]:
         return values.view(1, *x.shape[1:])
-    return values
+    return values.reshape(1, -1, *[1] * (x.dim() - 2)) if values.dim() != x.dim() else values
 
 
 class BatchLoader:
@@ -48,13 +54,19 @@ class BatchLoader:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  device: torch.device | str = "cpu", shuffle: bool = True, augment: AugmentConfig | None = None,
-                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1, balanced: bool = False):
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
+        # --balanced-sampler: each epoch draws N images with every class equally likely (with replacement)
+        self.balanced = balanced
         self.augment = augment
+        if augment is not None and augment.enabled and images.dim() == 3:  # signals: refuse image-only ones now
+            from .signal_augment import check_signal_augment
+
+            check_signal_augment(augment)
         self.channels_last = channels_last
         shape = (1, -1, 1, 1)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(shape)
@@ -74,6 +86,9 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, device=self.device) if self.shuffle else torch.arange(n, device=self.device)
+        if self.balanced and n:
+            counts = torch.bincount(self.labels)
+            order = torch.multinomial((1.0 / counts.float())[self.labels], n, replacement=True)
         for start in range(0, self.num_samples, self.global_batch):
             idx = order[start:min(start + self.global_batch, self.num_samples)]
             if self.world_size > 1:

@@ -4,14 +4,17 @@ Used by the trainer and by ``cnnlab eval``, so both see exactly the same pixels.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import CnnlabError
 from ..registry import accepted_options, check_options
 from .base import DATASETS, ArrayDataset, channel_stats, load_dataset
 from .scaling import fit_scaling, parse_scaling
+from .split import split_validation
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -19,28 +22,41 @@ if TYPE_CHECKING:
 
 def prepare_data(cfg: "TrainConfig") -> ArrayDataset:
     """Load the configured dataset once, then resize / convert channels / take subsets if the config asks."""
+    from .stream import choose_data_path, open_stream
+
+    if choose_data_path(cfg) == "stream":  # larger than memory: only its test split is decoded (eval, export)
+        return open_stream(cfg).dataset
     spec = DATASETS.get(cfg.data)
     check_options(spec.load, cfg.data_options, f"dataset {cfg.data!r}", skip=("data_dir", "download"))
     accepted = accepted_options(spec.load)
     # The run's seed picks the folder dataset's validation split (as in a seeded random split),
     # but never regenerates `synthetic`, whose images stay fixed across seeds.
-    wanted = {"size": cfg.image_size, "channels": cfg.channels, "val_split": cfg.val_split,
+    wanted = {"size": cfg.image_size, "channels": cfg.channels, "test_split": cfg.test_split,
               "strict": cfg.strict, "seed": cfg.seed if cfg.data == "folder" else None}
     options = {k: v for k, v in wanted.items() if v is not None and (accepted is None or k in accepted)}
     options.update(cfg.data_options)
+    if cfg.image_size and spec.train_size and spec.test_size:  # before a loader generates or resizes anything
+        n = options.get("train_size", spec.train_size) + options.get("test_size", spec.test_size)
+        if isinstance(n, int):
+            check_fits_in_memory(n, cfg.channels or spec.channels or 3, cfg.image_size, cfg.data)
     ds = load_dataset(cfg.data, cfg.data_dir, cfg.download, **options)
     ds = convert_dataset(ds, cfg.image_size, cfg.channels)
+    if ds.is_signal and cfg.tta != "none":  # refused now, not after the first epoch
+        raise CnnlabError(f"--tta {cfg.tta}: test-time augmentation (flips, shifts) is for images, not 1-D signals")
     if cfg.train_subset is not None and cfg.train_subset < len(ds.train_labels):
         ds.train_images = ds.train_images[: cfg.train_subset]
         ds.train_labels = ds.train_labels[: cfg.train_subset]
     if cfg.test_subset is not None and cfg.test_subset < len(ds.test_labels):
         ds.test_images = ds.test_images[: cfg.test_subset]
         ds.test_labels = ds.test_labels[: cfg.test_subset]
-    if cfg.cv_fold:  # cross-validation: a fold of the training split stands in for the test split
-        ds = cross_validation_fold(ds, cfg.cv_fold)
+    if cfg.cv_fold:  # cross-validation: a fold of the training split stands in for the test split; the fold's
+        ds = cross_validation_fold(ds, cfg.cv_fold)  # score is of the last weights (nothing chosen on it)
+    elif cfg.val_split > 0:  # the validation split every choice made while training looks at
+        ds = split_validation(ds, cfg.val_split, cfg.seed)
     # --input-scaling: standard keeps the loader's per-channel statistics; minmax is fitted on the training
     # images used. A two-stage run scales its codes instead (cnnlab.two_stage), the images by its autoencoder's.
-    if parse_scaling(cfg.input_scaling)[0] != "standard" and not cfg.features_from:
+    # Signals (float, no pixel statistics refitted by the split) refit `standard` too, on what trains.
+    if (parse_scaling(cfg.input_scaling)[0] != "standard" or ds.is_signal) and not cfg.features_from:
         ds.mean, ds.std = fit_scaling(cfg.input_scaling, ds.train_images)
     return ds
 
@@ -54,19 +70,42 @@ def convert_images(x: torch.Tensor, size: int | None, channels: int | None) -> t
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     if size is not None and tuple(x.shape[2:]) != (size, size):
+        per_image = 4 * x.shape[1] * max(size * size, x.shape[2] * x.shape[3])  # float bytes, in or out
+        chunk = max(1, min(4096, (256 << 20) // per_image))  # float work space stays near 256 MB
         out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-               for c in x.split(4096)]
+               for c in x.split(chunk)]
         x = torch.cat(out).round().clamp(0, 255).to(torch.uint8)
     return x
 
 
 def convert_dataset(ds: ArrayDataset, size: int | None, channels: int | None) -> ArrayDataset:
+    if ds.is_signal:  # 1-D signals are resampled by their loader (length=N), never resized as images
+        if size is not None or (channels is not None and channels != ds.in_channels):
+            raise CnnlabError(f"{ds.name}: --image-size and --channels apply to images; {ds.name} holds 1-D signals "
+                              f"({ds.in_channels}x{ds.length}): resample them with --data-options length=N")
+        return ds
     if (size is None or ds.image_size == (size, size)) and (channels is None or ds.in_channels == channels):
         return ds
+    check_fits_in_memory(len(ds.train_labels) + len(ds.test_labels), channels or ds.in_channels,
+                         size or ds.image_size[0], ds.name)
     ds.train_images = convert_images(ds.train_images, size, channels)
     ds.test_images = convert_images(ds.test_images, size, channels)
     ds.mean, ds.std = channel_stats(ds.train_images)
     return ds
+
+
+def check_fits_in_memory(n: int, channels: int, side: int, name: str) -> None:
+    """Refuse a resize whose uint8 result alone would fill this machine's memory (``--image-size
+    4096`` on 70,000 digits asks for 1.2 TB) with one line, instead of a failed allocation mid-way."""
+    need = n * channels * side * side
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no figure to compare with
+        return
+    if need > 0.5 * have:  # half: training needs room besides the images (batches, the model, a float copy)
+        raise CnnlabError(f"--image-size {side}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as {channels}x"
+                          f"{side}x{side} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
+                          "smaller --image-size")
 
 
 FOLD_SEED = 0  # the folds never change with the run's seed: every setting is scored on the same folds

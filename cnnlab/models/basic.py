@@ -21,13 +21,14 @@ def _act_linear(in_f: int, out_f: int, act: str) -> list[nn.Module]:
 @register_model("mlp", "multi-layer perceptron (thesis Section 2.1.4)", source="thesis 2.1.4", native_size=28,
                 native_channels=1)
 def mlp(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[int, ...] | str = (256, 128),
-        act: str = "relu", dropout: float = 0.0) -> nn.Module:
+        act: str = "relu", dropout: float = 0.0, length: int | None = None) -> nn.Module:
+    """``length``: 1-D signals [C, length] instead of images (the input is flattened either way)."""
     if isinstance(hidden, str):
         hidden = tuple(int(h) for h in hidden.replace("x", ",").split(",") if h.strip())
     if isinstance(hidden, int):
         hidden = (hidden,)
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_channels * _side(image_size) ** 2
+    width = in_channels * (int(length) if length else _side(image_size) ** 2)
     for h in hidden:
         layers += _act_linear(width, int(h), act)
         if dropout:

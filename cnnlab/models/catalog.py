@@ -8,19 +8,31 @@ from .registry import MODELS, count_parameters, create_model
 
 
 def default_input(name: str) -> tuple[int, int]:
-    """(channels, side) at which a model is listed: its declared native size, else 28 (MNIST)."""
+    """(channels, side) at which a model is listed: its declared native size, else 28 (MNIST).
+    For a 1-D signal model (cnnlab.models.signal): (channels, length)."""
     meta = MODELS.entry(name).meta
+    if meta.get("signal"):
+        return meta.get("native_channels", 1), meta["native_length"]
     side = meta.get("native_size") or (meta["sizes"][0] if meta.get("sizes") else max(28, meta.get("min_size", 1)))
     return meta.get("native_channels", 3 if side >= 32 else 1), side
 
 
 def parse_input(text: str | None, name: str) -> tuple[int, int]:
+    """``--input`` as (channels, side); ``CxL`` (two numbers) is a 1-D signal: (channels, length)."""
     if text is None:
         return default_input(name)
+    if len(text.lower().split("x")) == 2:
+        try:
+            c, length = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise CnnlabError(f"--input must look like 3x32x32 (channels x height x width) or 1x4000 (channels x "
+                              f"length of a 1-D signal), got {text!r}") from None
+        return c, length
     try:
         c, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise CnnlabError(f"--input must look like 3x32x32 (channels x height x width), got {text!r}") from None
+        raise CnnlabError(f"--input must look like 3x32x32 (channels x height x width) or 1x4000 (channels x "
+                          f"length of a 1-D signal), got {text!r}") from None
     if h != w:
         raise CnnlabError(f"--input {text}: models take square inputs")
     return c, h
@@ -30,10 +42,12 @@ def print_model_table() -> None:
     rows = [("name", "input", "params", "MB", "source", "description")]
     for e in MODELS:
         c, side = default_input(e.name)
+        signal = e.meta.get("signal")
         with torch.device("meta"):  # count parameters without allocating (VGG-19 has 144M)
-            model = create_model(e.name, 10, c, image_size=side)
+            model = create_model(e.name, 10, c, **({"length": side} if signal else {"image_size": side}))
         n = count_parameters(model)
-        rows.append((e.name, f"{c}x{side}x{side}", f"{n:,}", f"{4 * n / 1e6:.2f}", e.meta.get("source", ""),
+        shape = f"{c}x{side}" if signal else f"{c}x{side}x{side}"
+        rows.append((e.name, shape, f"{n:,}", f"{4 * n / 1e6:.2f}", e.meta.get("source", ""),
                      e.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -45,4 +59,7 @@ def print_model_info(name: str, input_shape: str | None, num_classes: int = 10, 
     from .info import format_report, model_report
 
     c, side = parse_input(input_shape, name)
-    print(format_report(model_report(name, c, side, num_classes=num_classes, batch_size=batch_size, **(options or {}))))
+    options = dict(options or {})
+    if input_shape is not None and len(input_shape.split("x")) == 2:  # CxL: a 1-D signal of length `side`
+        options["length"] = side
+    print(format_report(model_report(name, c, side, num_classes=num_classes, batch_size=batch_size, **options)))

@@ -1,7 +1,7 @@
 """The two-stage paper's shallow and deep classifiers of autoencoder codes (Sec. 2.2).
 
 Both are the project's multi-layer perceptron (:func:`cnnlab.models.basic.mlp`) in the paper's
-configuration; they take any input (it is flattened), natively the 64-d codes of
+configuration; they take any input (it is flattened; 1-D signals [C, L] with ``length``), natively the 64-d codes of
 ``--features-from`` runs ([B, 64, 1, 1], :mod:`cnnlab.two_stage`). The third classifier of the
 paper, the deep belief net, is :mod:`cnnlab.models.dbn`.
 
@@ -25,13 +25,13 @@ from .registry import register_model
 @register_model("perceptron", "shallow perceptron: one sigmoid hidden layer (100), for autoencoder codes",
                 source="two-stage paper Sec. 2.2", native_size=1, native_channels=64)
 def perceptron(num_classes: int, in_channels: int, image_size: int = 1, hidden: int = 100,
-               act: str = "sigmoid") -> nn.Module:
-    return mlp(num_classes, in_channels, image_size, hidden=(int(hidden),), act=act)
+               act: str = "sigmoid", length: int | None = None) -> nn.Module:
+    return mlp(num_classes, in_channels, image_size, hidden=(int(hidden),), act=act, length=length)
 
 
 @register_model("dnn", "deep net 300-100, leaky ReLU, Glorot-uniform init (eq. 1), for autoencoder codes",
                 source="two-stage paper Sec. 2.2", native_size=1, native_channels=64)
 def dnn(num_classes: int, in_channels: int, image_size: int = 1, hidden: tuple[int, ...] | str = (300, 100),
-        act: str = "lrelu", dropout: float = 0.0) -> nn.Module:
-    return initialize(mlp(num_classes, in_channels, image_size, hidden=hidden, act=act, dropout=dropout),
-                      "xavier-uniform")
+        act: str = "lrelu", dropout: float = 0.0, length: int | None = None) -> nn.Module:
+    return initialize(mlp(num_classes, in_channels, image_size, hidden=hidden, act=act, dropout=dropout,
+                          length=length), "xavier-uniform")

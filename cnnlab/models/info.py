@@ -47,6 +47,8 @@ _NO_NEW_MEMORY = (nn.Identity, nn.Flatten)
 def _layer_kind(m: nn.Module) -> str | None:
     if isinstance(m, nn.Linear):
         return "fc"
+    if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):  # 1-D signals (cnnlab.models.signal)
+        return f"conv1d{'T' if isinstance(m, nn.ConvTranspose1d) else ''} k{m.kernel_size[0]}"
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
         if m.groups > 1 and m.groups == m.in_channels:
@@ -57,14 +59,17 @@ def _layer_kind(m: nn.Module) -> str | None:
     return None
 
 
-def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int = 1) -> dict:
+def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int = 1,
+                length: int | None = None) -> dict:
     """MACs, eq. 4.7, activation memory and per-kind breakdown of ``model`` for one forward pass.
 
     The model may live on the ``meta`` device (preferred: nothing is computed) or the CPU.
+    ``length``: 1-D signals [in_channels, length] instead of images (eq. 4.7 then sums n_{l-1} s n_l m
+    over the 1-D convolutions, its 1-D analogue).
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
     macs = eq47 = 0
-    act_elems = in_channels * image_size * image_size  # the input batch is kept too
+    act_elems = in_channels * (length if length else image_size * image_size)  # the input batch is kept too
     peak_elems = 0
     by_type: dict[str, dict[str, int]] = {}
 
@@ -84,6 +89,12 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
             kh, kw = m.kernel_size
             n = output[0].numel() * (m.in_channels // m.groups) * kh * kw
             eq47 += n  # n_{l-1} s^2 n_l m^2 with n_{l-1} = in_channels / groups
+        elif isinstance(m, nn.Conv1d):
+            n = output[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0]
+            eq47 += n
+        elif isinstance(m, nn.ConvTranspose1d):  # each input value is spread over k outputs per output channel
+            n = inputs[0][0].numel() * (m.out_channels // m.groups) * m.kernel_size[0]
+            eq47 += n
         else:
             n = m.in_features * m.out_features * (output[0].numel() // m.out_features)
         macs += n
@@ -93,7 +104,7 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    _probe(model, in_channels, image_size, device, handles)
+    _probe(model, in_channels, image_size, device, handles, length)
     return {
         "macs": macs,
         "complexity_eq47": eq47,
@@ -103,7 +114,8 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
     }
 
 
-def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> dict[str, tuple[int, int, int]]:
+def feature_map_layers(model: nn.Module, in_channels: int, image_size: int,
+                       length: int | None = None) -> dict[str, tuple[int, ...]]:
     """Every named layer whose output is a feature map, in the order they run: name -> (C, H, W).
 
     One forward pass in eval mode (on the meta device when the model is there); a layer that runs
@@ -117,7 +129,7 @@ def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> d
             shapes.setdefault(name, None)
 
         def end(m: nn.Module, inputs, output) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and shapes.get(name) is None:
+            if isinstance(output, torch.Tensor) and output.dim() == (3 if length else 4) and shapes.get(name) is None:
                 shapes[name] = tuple(output.shape[1:])
         return start, end
 
@@ -126,40 +138,44 @@ def feature_map_layers(model: nn.Module, in_channels: int, image_size: int) -> d
         if n:
             start, end = hooks(n)
             handles += [m.register_forward_pre_hook(start), m.register_forward_hook(end)]
-    _probe(model, in_channels, image_size, device, handles)
+    _probe(model, in_channels, image_size, device, handles, length)
     return {n: shape for n, shape in shapes.items() if shape is not None}
 
 
-def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.device, handles: list) -> None:
+def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.device, handles: list,
+           length: int | None = None) -> None:
     """One eval-mode forward pass of a single zero image, so the hooks behind ``handles`` see every
     layer; the hooks are removed and the model's train/eval mode restored afterwards."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, in_channels, image_size, image_size, device=device))
+            shape = (length,) if length else (image_size, image_size)  # a 1-D signal, or an image
+            model(torch.zeros(1, in_channels, *shape, device=device))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
 
 
-def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict) -> nn.Module:
+def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict,
+           length: int | None = None) -> nn.Module:
     """Build on the meta device when possible (instant, no memory), else on the CPU."""
+    size = {"length": length} if length else {"image_size": image_size}
     try:
         with torch.device("meta"):
-            return create_model(name, num_classes, in_channels, image_size=image_size, **options)
+            return create_model(name, num_classes, in_channels, **size, **options)
     except (NotImplementedError, RuntimeError):
-        return create_model(name, num_classes, in_channels, image_size=image_size, **options)
+        return create_model(name, num_classes, in_channels, **size, **options)
 
 
-def _costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int) -> dict:
+def _costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int, length: int | None = None) -> dict:
     try:
-        return count_costs(model, in_channels, image_size, batch_size)
+        return count_costs(model, in_channels, image_size, batch_size, length)
     except (NotImplementedError, RuntimeError):
         if next(iter(model.parameters()), torch.empty(0)).device.type != "meta":
             raise
-        return count_costs(model.to_empty(device="cpu"), in_channels, image_size, batch_size)
+        return count_costs(model.to_empty(device="cpu"), in_channels, image_size, batch_size, length)
 
 
 @lru_cache(maxsize=1)
@@ -171,25 +187,30 @@ def alexnet_complexity() -> int:
 
 def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
                  batch_size: int = 128, **options) -> dict:
-    """Cost figures of registered model ``name`` for ``in_channels x image_size x image_size`` inputs.
+    """Cost figures of registered model ``name`` for ``in_channels x image_size x image_size`` inputs
+    (a signal model, :mod:`cnnlab.models.signal`, or ``length=L`` given: 1-D signals ``in_channels x L``,
+    for a signal model ``image_size`` read as the length).
 
     Keys: name, source, input, num_classes, batch_size, options, params, size_mb, size_mib,
     macs, complexity_eq47, complexity_vs_alexnet, activations_mb, peak_activation_mb, by_type.
     """
     entry = MODELS.entry(name)
-    model = _build(entry.name, num_classes, in_channels, int(image_size), options)
+    length = options.pop("length", None)
+    if length is None and entry.meta.get("signal"):
+        length = int(image_size)
+    model = _build(entry.name, num_classes, in_channels, int(image_size), options, length)
     params = count_parameters(model)
     size_bytes = sum(t.numel() * BYTES_FP32 for t in list(model.parameters()) + list(model.buffers())
                      if t.is_floating_point())
-    costs = _costs(model, in_channels, int(image_size), batch_size)
+    costs = _costs(model, in_channels, int(image_size), batch_size, length)
     try:
-        layers = feature_map_layers(model, in_channels, int(image_size))
+        layers = feature_map_layers(model, in_channels, int(image_size), length)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: the cost pass moved it to the CPU
-        layers = feature_map_layers(model.to_empty(device="cpu"), in_channels, int(image_size))
+        layers = feature_map_layers(model.to_empty(device="cpu"), in_channels, int(image_size), length)
     return {
         "name": entry.name,
         "source": entry.meta.get("source", ""),
-        "input": f"{in_channels}x{image_size}x{image_size}",
+        "input": f"{in_channels}x{length}" if length else f"{in_channels}x{image_size}x{image_size}",
         "num_classes": num_classes,
         "batch_size": batch_size,
         "options": dict(options),

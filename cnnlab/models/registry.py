@@ -48,12 +48,39 @@ def check_input_size(name: str, image_size: int) -> None:
         raise CnnlabError(f"model {name!r} needs an input side {rng}, got {image_size} (use --image-size)")
 
 
+def size_options(shape: tuple[int, ...]) -> dict[str, int]:
+    """The size option a builder gets for inputs of ``shape`` (no batch): images (C, H, W) -> ``image_size=H``;
+    1-D signals (C, L) -> ``length=L`` (:mod:`cnnlab.models.signal`)."""
+    return {"length": int(shape[1])} if len(shape) == 2 else {"image_size": int(shape[1])}
+
+
+def signal_models() -> list[str]:
+    """Models that take 1-D signals [C, L] (their builder has a ``length`` option)."""
+    return [e.name for e in MODELS if "length" in inspect.signature(e.obj).parameters]
+
+
+def is_signal_model(name: str) -> bool:
+    """A model for 1-D signals only (registered with ``signal=True``: cae1d, cnn1d)."""
+    return bool(MODELS.entry(name).meta.get("signal"))
+
+
+def _check_input_kind(name: str, params, options: dict) -> None:
+    """Images to an image model, signals to a signal model: a mismatch is one clear error."""
+    if options.get("length") is not None and "length" not in params:
+        raise CnnlabError(f"model {name!r} takes images [C, H, W]; 1-D signals need a model that takes them: "
+                          f"{', '.join(signal_models())}")
+    if options.get("image_size") is not None and "image_size" not in params and "length" in params:
+        raise CnnlabError(f"model {name!r} takes 1-D signals [C, L], not images (a signal data set such as "
+                          f"--data spectra or --data signals)")
+
+
 def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn.Module:
     """Build a registered model. Unknown names and unknown options raise :class:`CnnlabError`."""
     builder = MODELS.get(name)
     if "image_size" in options and options["image_size"] is not None:
         check_input_size(name, int(options["image_size"]))
     params = inspect.signature(builder).parameters
+    _check_input_kind(name, params, options)
     init = options.pop("init", None) if "init" not in params else None  # applied after building
     head = options.pop("head", None) if "head" not in params else None  # replaces the classifier after that
     head_options = options.pop("head_options", None) if "head_options" not in params else None
@@ -71,12 +98,12 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
         initialize(model, init)
     if head is not None or head_options:
         model = replace_head(model, name, head or "linear", head_options or {}, num_classes, in_channels,
-                             options.get("image_size"))
+                             options.get("image_size"), options.get("length"))
     return model
 
 
 def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num_classes: int, in_channels: int,
-                 image_size: int | None = None) -> nn.Module:
+                 image_size: int | None = None, length: int | None = None) -> nn.Module:
     """Replace ``model``'s final classifier by the output head ``head`` built with ``head_options``.
 
     The final classifier is found by running the model once (on the device its weights are on,
@@ -93,7 +120,7 @@ def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num
     if not isinstance(head_options, dict):
         raise CnnlabError(f"model {name!r}: option head_options must be a mapping like {{hidden: 64}}, "
                           f"got {head_options!r}")
-    classifier_name, classifier = find_classifier(model, name, in_channels, image_size)
+    classifier_name, classifier = find_classifier(model, name, in_channels, image_size, length)
     if head == "linear" and not head_options and isinstance(classifier, nn.Linear):
         return model  # already the plain classifier
     ref = next(classifier.parameters())
@@ -103,11 +130,14 @@ def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num
     return model
 
 
-def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: int | None = None) -> tuple[str, nn.Module]:
+def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: int | None = None,
+                    length: int | None = None) -> tuple[str, nn.Module]:
     """(qualified name, module) of the layer that computes ``model``'s output: a final Linear or energy head."""
     from .energy import EnergyHead
 
-    if image_size is None:
+    if image_size is None and length is None and is_signal_model(name):
+        length = MODELS.entry(name).meta.get("native_length")
+    if image_size is None and length is None:
         from .catalog import default_input
 
         image_size = default_input(name)[1]
@@ -124,7 +154,8 @@ def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: i
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, in_channels, image_size, image_size, device=device))
+            shape = (length,) if length is not None else (image_size, image_size)
+            out = model(torch.zeros(2, in_channels, *shape, device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -32,13 +32,34 @@ class Classify(Objective):
 
     name = "classify"
     headline = "test_acc"
+    # training-only options, set by from_config and prepare: MixUp/CutMix (soft targets) and per-class weights
+    mixer = None  # cnnlab.data.mix.Mixer
+    class_weight: torch.Tensor | None = None  # --class-weights (not `weight`: energy-hybrid's term weight)
+    mix_options: dict[str, float] = {}
+    class_weights_spec: str | None = None
 
     def __init__(self, label_smoothing: float = 0.0):
         self.label_smoothing = float(label_smoothing)
+        self.aux = None  # AuxCapture of a model with auxiliary classifiers (GoogLeNet 2014, DSN), set by bind
 
     @classmethod
     def from_config(cls, cfg) -> "Classify":
-        return cls(cfg.label_smoothing)
+        obj = cls(cfg.label_smoothing)
+        obj.mix_options = {"mixup": cfg.mixup, "cutmix": cfg.cutmix}
+        obj.class_weights_spec = cfg.class_weights
+        return obj
+
+    def prepare(self, ds) -> None:
+        from ..data.mix import Mixer
+
+        mixer = Mixer(ds.num_classes, **self.mix_options)
+        self.mixer = mixer if mixer.enabled else None
+        if self.class_weights_spec:
+            self.class_weight = class_weights(self.class_weights_spec, ds.train_labels, ds.num_classes)
+
+    def inputs_and_targets(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # called for training batches only: MixUp/CutMix mix them and make the targets class probabilities
+        return self.mixer(x, y) if self.mixer is not None else (x, y)
 
     def bind(self, model: torch.nn.Module) -> None:
         # a model that outputs its input (an autoencoder) has no class scores to take a softmax of;
@@ -49,12 +70,25 @@ class Classify(Objective):
             raise CnnlabError(f"--objective {self.name}: model {type(model).__name__} reconstructs its input and "
                               "has no class scores; train it with --objective reconstruct, then classify its "
                               "codes with --features-from RUN (docs/two-stage.md)")
+        from ..models.auxiliary import AuxCapture, find_auxiliaries
+
+        # auxiliary classifiers (models/auxiliary.py) run only in training; their weighted losses join the main one
+        self.aux = AuxCapture(model) if find_auxiliaries(model) else None
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.float(), target, label_smoothing=self.label_smoothing)
+        weight = None if self.class_weight is None else self.class_weight.to(output.device)
+        loss = F.cross_entropy(output.float(), target, weight=weight, label_smoothing=self.label_smoothing)
+        if self.aux is not None:
+            from ..models.auxiliary import auxiliary_loss
+
+            extra = auxiliary_loss(self.aux.take(), target, self.label_smoothing, weight)
+            if extra is not None:
+                loss = loss + extra
+        return loss
 
     def batch_sums(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"correct": (output.detach().argmax(1) == target).sum()}
+        hard = target if target.dim() == 1 else target.argmax(1)  # mixed targets: their larger share
+        return {"correct": (output.detach().argmax(1) == hard).sum()}
 
     def train_metrics(self, sums: dict[str, float], seen: int) -> dict[str, float]:
         return {"train_acc": sums["correct"] / max(seen, 1)}
@@ -71,15 +105,51 @@ class Classify(Objective):
         m = evaluate_predictions(probs, ds.test_labels, ds.num_classes, ds.classes)
         plot_confusion(m["confusion"], ds.classes, run_dir / runs.CONFUSION)
         p, r = m["precision"], m["recall"]
-        return {"test_acc": m["acc"], "top5": m["top5"], "nll": m["nll"], "precision": p, "recall": r,
-                "f1": m["f1"], "f1_of_macro": f1_of_macro(p, r), "bep": m["bep"]}
+        return {"test_acc": m["acc"], "test_loss": m["nll"], "top5": m["top5"], "nll": m["nll"], "precision": p,
+                "recall": r, "f1": m["f1"], "f1_of_macro": f1_of_macro(p, r), "bep": m["bep"]}
 
     def describe(self, summary: dict[str, Any]) -> str:
-        return f"test accuracy {100 * summary['test_acc']:.2f}% (best {100 * summary['best_test_acc']:.2f}%)"
+        sel = summary.get("selection") or {}
+        if sel.get("tested_weights") == "best":
+            best = _shown(sel["monitor"], sel["best_value"])
+            chosen = f"weights of epoch {sel['best_epoch']}, chosen by {sel['monitor']} {best}"
+        else:
+            chosen = "last weights, nothing selected"
+        return f"test accuracy {100 * summary['test_acc']:.2f}% ({chosen})"
 
     @staticmethod
     def probabilities(model, images, setup: EvalSetup) -> torch.Tensor:
         return predict_probs(model, images, setup.mean, setup.std, setup.runtime, setup.tta, setup.batch_size)
+
+
+def class_weights(spec: str, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``--class-weights``: ``auto`` = N / (K n_c), inverse class frequency with mean 1 over the samples (the
+    weighting of scikit-learn's ``class_weight="balanced"``), or one weight per class, comma-separated."""
+    from ..errors import CnnlabError
+
+    if spec == "auto":
+        counts = torch.bincount(labels.cpu(), minlength=num_classes).float()
+        return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp_min(1)), torch.zeros(()))
+    values = parse_class_weights(spec)
+    if len(values) != num_classes:
+        raise CnnlabError(f"--class-weights: {len(values)} weights given for {num_classes} classes")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def parse_class_weights(spec: str) -> list[float]:
+    from ..errors import CnnlabError
+
+    try:
+        values = [float(v) for v in str(spec).split(",")]
+    except ValueError:
+        values = []
+    if not values or any(not v >= 0 for v in values) or not any(values):
+        raise CnnlabError(f"--class-weights must be auto or a comma-separated list of weights >= 0, got {spec!r}")
+    return values
+
+
+def _shown(key: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if key.endswith("acc") else f"{value:.4g}"
 
 
 def probability_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -28,6 +28,7 @@ import torch
 
 from ..data.corrupt import Corruption, corrupt_images, parse_corruption
 from ..data.loader import per_channel_or_element, to_model_input
+from ..data.scaling import as_unit_float
 from ..errors import CnnlabError
 from . import register_objective
 from .base import EvalSetup, Objective
@@ -106,7 +107,12 @@ class Reconstruct(Objective):
             rows += [(f"{self.corruption}", noisy), ("reconstruction", reconstruct_pixels(model, noisy, setup))]
         else:
             rows.append(("reconstruction", reconstruct_pixels(model, clean, setup)))
-        plot_image_rows(rows, run_dir / runs.RECONSTRUCTIONS, "test images and their reconstructions")
+        if clean.dim() == 3:  # 1-D signals: curves, not a mosaic (cnnlab.data.signals)
+            from ..data.signals import plot_signal_rows
+
+            plot_signal_rows(rows, run_dir / runs.RECONSTRUCTIONS, "test signals and their reconstructions")
+        else:
+            plot_image_rows(rows, run_dir / runs.RECONSTRUCTIONS, "test images and their reconstructions")
         if self.corruption is not None:
             rows = []
             for level in NOISE_LEVELS:
@@ -161,7 +167,7 @@ def reconstruction_error(model: torch.nn.Module, inputs: torch.Tensor, targets: 
         target = to_model_input(t, mean, std)
         sse += (out - target).pow(2).sum().double().cpu()
         pixels = out * per_channel_or_element(std, out) + per_channel_or_element(mean, out)
-        pixel_se += (pixels - t.float() / 255).pow(2).sum().double().cpu()
+        pixel_se += (pixels - as_unit_float(t)).pow(2).sum().double().cpu()
         count += len(out)
     n = max(count, 1)
     return {"test_loss": (sse / n).item(), "test_mse": (pixel_se / (n * inputs[0].numel())).item()}
@@ -170,8 +176,11 @@ def reconstruction_error(model: torch.nn.Module, inputs: torch.Tensor, targets: 
 def reconstruct_pixels(model: torch.nn.Module, images: torch.Tensor, setup: EvalSetup) -> torch.Tensor:
     """The model's reconstructions of uint8 ``images`` as pixels in [0, 1] (scaling undone, clipped), on the CPU."""
     mean, std = _scaling(setup)
-    out = [(o * per_channel_or_element(std, o) + per_channel_or_element(mean, o)).clamp(0, 1).cpu()
+    out = [(o * per_channel_or_element(std, o) + per_channel_or_element(mean, o)).cpu()
            for _, o in _outputs(model, images, setup)]
+    if images.dtype != torch.uint8:  # features / 1-D signals keep their own units
+        return torch.cat(out)
+    out = [o.clamp(0, 1) for o in out]
     return torch.cat(out)
 
 

@@ -145,8 +145,10 @@ def schedule_factor(name: str, total_steps: int, steps_per_epoch: int, warmup_st
                   extra=("interval", "warmup_power"))
     try:
         factor = make(max(1, total_steps), spe, **options)
-    except TypeError as e:
-        raise CnnlabError(f"schedule {name!r}: bad options {options}: {e}") from e
+        for t in (0, max(1, total_steps) - 1):  # the factor is lazy: a wrong-typed option (gamma=abc) fails here
+            float(factor(t))
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError) as e:
+        raise CnnlabError(f"schedule {name!r}: bad options {options}: {e}") from None
     if interval == "epoch":
         factor = per_epoch(factor, spe)
     return with_warmup(factor, warmup_steps, power)

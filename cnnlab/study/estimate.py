@@ -14,11 +14,15 @@ from typing import Any, Callable
 from ..config import TrainConfig
 from ..errors import CnnlabError
 from ..runs import SUMMARY
+from ..selection import planned_epochs
 from .metrics import format_seconds
 from .plan import Plan, PlannedRun, run_status
 
 # the input the model is measured on when the registry cannot say (a folder is resized to this)
 FALLBACK_CHANNELS, FALLBACK_SIZE, FALLBACK_CLASSES = 3, 32, 10
+# the dry run lists (and measures) at most this many runs; the cost of the rest is extrapolated from
+# them, so a spec of a million variants answers in seconds instead of measuring for hours
+MAX_LISTED_RUNS = 200
 
 
 def dataset_facts(cfg: TrainConfig) -> tuple[int | None, int | None, int, int, int]:
@@ -86,6 +90,15 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
     return per
 
 
+def _epochs_text(cfg: TrainConfig, n_train: int | None = None) -> str:
+    """The run length as planned: --epochs, else --steps or the --min-steps default for the data size."""
+    if cfg.epochs is not None:
+        return f"{cfg.epochs:g}"
+    if cfg.steps is not None:
+        return f"{cfg.steps} steps"
+    return f"auto ({planned_epochs(cfg, n_train):g})" if n_train else "auto"
+
+
 def estimate_run(cfg: TrainConfig, threads: int, cache: dict[Any, float]) -> float | None:
     """Seconds one run takes (training plus its evaluations), or None when the data size is unknown."""
     n_train, n_test, c, side, classes = dataset_facts(cfg)
@@ -94,11 +107,12 @@ def estimate_run(cfg: TrainConfig, threads: int, cache: dict[Any, float]) -> flo
     per = _seconds_per_image(cfg, c, side, classes, threads, cache)
     if n_train is None:
         return None
-    seconds = cfg.epochs * n_train * per
+    epochs = planned_epochs(cfg, n_train)  # --epochs, or what --steps / --min-steps make of the data size
+    seconds = epochs * n_train * per
     # a pre-training stage: CD-k per layer costs about a training step of the net per image and step
     seconds += cfg.pretrain_epochs * n_train * per * (1 + cfg.cd_k) / 2
     if n_test:
-        evals = math.ceil(cfg.epochs) // cfg.eval_every + 1
+        evals = math.ceil(epochs) // cfg.eval_every + 1
         seconds += evals * n_test * per / 3  # a forward pass costs about a third of a training step
     return seconds
 
@@ -151,7 +165,7 @@ def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = T
         f"{len(plan.runs) // max(1, len(spec.variants))} seed(s) = {len(plan.runs)} runs -> {plan.study_dir}")
     if spec.reproduces:
         log(f"reproduces: {spec.reproduces}")
-    log(f"base: data {cfg0.data}, model {cfg0.model}, epochs {cfg0.epochs:g}, batch {cfg0.batch_size}, "
+    log(f"base: data {cfg0.data}, model {cfg0.model}, epochs {_epochs_text(cfg0)}, batch {cfg0.batch_size}, "
         f"train_subset {cfg0.train_subset or 'all'}, opt {cfg0.opt} lr {cfg0.lr:g}, sched {cfg0.sched}; "
         f"{plan.jobs} job(s) x {plan.threads} thread(s)")
     rows = [("variant", "seed", "settings", "epochs", "train imgs", "status", "est. time")]
@@ -162,7 +176,8 @@ def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = T
         log(f"select: {len(plan.cv_runs)} cross-validation runs first; "
             + (f"the runs of {', '.join(pending)} take the setting they choose" if pending else
                "settings chosen: " + ", ".join(f"{v} {sel['chosen']}" for v, sel in plan.selection.items())))
-    for run in plan.all_runs:
+    listed = plan.all_runs[:MAX_LISTED_RUNS]
+    for run in listed:
         status = run_status(plan, run)
         cost, est = _cost(plan, run, status, measure, cache, problems)
         total += est or 0
@@ -175,11 +190,15 @@ def print_plan(plan: Plan, log: Callable[[str], None] = print, measure: bool = T
         settings = spec.variant(run.variant).settings()
         if run.role == "cv":
             settings += f" + {run.setting}, cv_fold={run.config.cv_fold}"
-        rows.append((run.variant, str(run.seed), settings, f"{run.config.epochs:g}",
+        rows.append((run.variant, str(run.seed), settings, _epochs_text(run.config, n_train),
                      str(n_train if n_train is not None else "?"), status, cost))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         log("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    rest = len(plan.all_runs) - len(listed)
+    if rest:  # not listed, not measured: their cost taken as the listed runs' average
+        log(f"  ... and {rest:,} more runs (not listed; the estimate takes each to cost the listed runs' average)")
+        total += rest * total / max(1, len(listed) - unknown)
     if measure:
         more = f" (+{unknown} runs of unknown size)" if unknown else ""
         log(f"estimated cost of the runs to do: {format_seconds(total)} of compute, about "

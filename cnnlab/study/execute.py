@@ -115,7 +115,9 @@ def _execute_inline(plan: Plan, todo: list[PlannedRun], log, on_epoch) -> list[P
         try:
             summary = _call_train(run.config, hook)
         except BaseException as e:  # noqa: BLE001 - a failed variant must not stop the others
-            if _is_interrupt(e):
+            if _is_interrupt(e):  # Ctrl-C / SIGTERM: the trainer's message (what is kept, how to resume) goes up
+                if isinstance(e, KeyboardInterrupt):
+                    raise
                 raise KeyboardInterrupt from e
             if not isinstance(e, Exception):
                 raise
@@ -262,11 +264,28 @@ def run_evaluations(plan: Plan, log: Callable[[str], None] = print) -> list[tupl
     for k, (run, e) in enumerate(todo, 1):
         what = ", ".join(x for x in (e["corrupt"] and f"corrupt {e['corrupt']}",
                                      e["denoiser"] and f"denoiser {Path(e['denoiser']).name}") if x) or "clean"
+        if e.get("ensemble"):
+            if evaluation_file(run, e["name"]).is_file():  # written with an earlier member of the same ensemble
+                continue
+            what = f"ensemble of {len(e['ensemble'])} seeds"
+            waiting = [r for r in plan.runs if str(r.run_dir) in e["ensemble"] and run_status(plan, r) != "done"]
+            if waiting or len(e["ensemble"]) < 2:
+                why = "needs at least two seeds" if len(e["ensemble"]) < 2 else f"{_what(waiting[0])} is not done"
+                failed.append((run, e["name"], f"ensemble {e['name']}: {why}"))
+                log(f"  [{k}/{len(todo)}] FAILED {_what(run)} {e['name']} ({what}): {why}")
+                continue
         try:
             torch.set_num_threads(run.config.threads or threads)
             with contextlib.redirect_stdout(io.StringIO()):  # its report: the study writes its own
-                m = evaluate_run(run.run_dir, device=run.config.device, batch_size=run.config.eval_batch_size,
-                                 corrupt=e["corrupt"], denoiser=e["denoiser"], output=e["name"])
+                if e.get("ensemble"):
+                    from ..ensemble import evaluate_ensemble
+
+                    m = evaluate_ensemble(e["ensemble"], device=run.config.device,
+                                          batch_size=run.config.eval_batch_size, corrupt=e["corrupt"],
+                                          output=e["name"], overwrite=True)
+                else:
+                    m = evaluate_run(run.run_dir, device=run.config.device, batch_size=run.config.eval_batch_size,
+                                     corrupt=e["corrupt"], denoiser=e["denoiser"], output=e["name"])
         except CnnlabError as err:
             failed.append((run, e["name"], str(err)))
             log(f"  [{k}/{len(todo)}] FAILED {_what(run)} {e['name']} ({what}): {err}")

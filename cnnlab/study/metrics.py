@@ -44,6 +44,11 @@ def _last(rows: list[dict], key: str) -> Any:
     return None
 
 
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [v for r in rows if (v := _num(r.get(key))) is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _summary_or_last(key: str) -> Callable[[dict, list[dict]], Any]:
     return lambda s, rows: s.get(key) if s.get(key) is not None else _last(rows, key)
 
@@ -80,28 +85,42 @@ def _m(key, label, raw, convert=_num, better="", digits=2, per_epoch=None) -> Me
 
 _S = _summary_or_last
 METRICS: dict[str, Metric] = {m.key: m for m in (
-    _m("test_acc", "Test acc (%)", _S("test_acc"), _pct, "higher", 2, "test_acc"),
-    _m("test_error", "Test error (%)", _S("test_acc"), _err, "lower", 2, "test_acc"),
-    _m("best_test_acc", "Best test acc (%)", _S("best_test_acc"), _pct, "higher"),
-    _m("best_test_error", "Best test error (%)", _S("best_test_acc"), _err, "lower"),
+    # the split of every figure is in its name: test_* come from the test split, evaluated once at the end with the
+    # weights chosen on validation; val_* from the validation split (per epoch, and the selection's best)
+    _m("test_acc", "Test acc (%)", _S("test_acc"), _pct, "higher", 2),
+    _m("test_error", "Test error (%)", _S("test_acc"), _err, "lower", 2),
+    _m("val_acc", "Val acc (%)", lambda s, r: _last(r, "val_acc"), _pct, "higher", 2, "val_acc"),
+    _m("val_error", "Val error (%)", lambda s, r: _last(r, "val_acc"), _err, "lower", 2, "val_acc"),
+    _m("best_val_acc", "Best val acc (%)", _S("best_val_acc"), _pct, "higher"),
+    _m("best_val_error", "Best val error (%)", _S("best_val_acc"), _err, "lower"),
+    _m("best_epoch", "Best epoch (val)", _S("best_epoch"), _num, "", 0),
     _m("train_acc", "Train acc (%)", lambda s, r: _last(r, "train_acc"), _pct, "higher", 2, "train_acc"),
     _m("train_error", "Train error (%)", lambda s, r: _last(r, "train_acc"), _err, "lower", 2, "train_acc"),
     _m("train_loss", "Train loss", lambda s, r: _last(r, "train_loss"), _num, "lower", 4, "train_loss"),
-    _m("test_loss", "Test loss", lambda s, r: _last(r, "test_loss"), _num, "lower", 4, "test_loss"),
+    _m("test_loss", "Test loss", _S("test_loss"), _num, "lower", 4),
+    _m("val_loss", "Val loss", lambda s, r: _last(r, "val_loss"), _num, "lower", 4, "val_loss"),
     _m("nll", "Test NLL", _S("nll"), _num, "lower", 4),
-    _m("top5", "Top-5 acc (%)", _S("top5"), _pct, "higher"),
+    _m("top5", "Test top-5 acc (%)", _S("top5"), _pct, "higher"),
     # macro P and R (SADIE eq. 4.1-4.2), also per epoch for the precision curves of its Figs. 4, 5, 7, 9a
-    _m("precision", "Precision (%)", _S("precision"), _pct, "higher", 2, "test_precision"),
-    _m("recall", "Recall (%)", _S("recall"), _pct, "higher", 2, "test_recall"),
-    _m("f1", "F1 (%)", _S("f1"), _pct, "higher"),  # the mean of per-class F1
+    _m("precision", "Test precision (%)", _S("precision"), _pct, "higher", 2),
+    _m("recall", "Test recall (%)", _S("recall"), _pct, "higher", 2),
+    _m("val_precision", "Val precision (%)", lambda s, r: _last(r, "val_precision"), _pct, "higher", 2,
+       "val_precision"),
+    _m("val_recall", "Val recall (%)", lambda s, r: _last(r, "val_recall"), _pct, "higher", 2, "val_recall"),
+    _m("f1", "Test F1 (%)", _S("f1"), _pct, "higher"),  # the mean of per-class F1
     # SADIE Table 3's F1: eq. 4.3 applied to the macro P and R (not the mean of per-class F1 above)
-    _m("f1_of_macro", "F1 of macro P,R (%)", _S("f1_of_macro"), _pct, "higher", 2, "test_f1_of_macro"),
-    _m("bep", "BEP (%)", _S("bep"), _pct, "higher"),
+    _m("f1_of_macro", "Test F1 of macro P,R (%)", _S("f1_of_macro"), _pct, "higher", 2),
+    _m("val_f1_of_macro", "Val F1 of macro P,R (%)", lambda s, r: _last(r, "val_f1_of_macro"), _pct, "higher", 2,
+       "val_f1_of_macro"),
+    _m("bep", "Test BEP (%)", _S("bep"), _pct, "higher"),
     _m("train_seconds", "Train time (s)", _S("train_seconds"), _num, "lower", 1, "elapsed"),
     _m("pretrain_seconds", "Pre-train time (s)", _S("pretrain_seconds"), _num, "lower", 1),  # a DBN's RBM stage
     _m("images_per_second", "Images/s", _S("images_per_second"), _num, "higher", 0, "images_per_second"),
     _m("params", "Params", _S("params"), _num, "", 0),
     _m("epochs", "Epochs", _S("epochs"), _num, "", 0),
+    _m("size_mb", "Model size (MB)", _S("size_mb"), _num, "", 2),  # fp32 parameters + buffers, 10^6 bytes
+    _m("epoch_seconds", "Epoch time (s)", lambda s, r: _mean_of(r, "epoch_seconds"), _num, "lower", 2,
+       "epoch_seconds"),  # the mean over the run's epochs (two-stage paper Table 3)
     _m("lr", "Final lr", lambda s, r: _last(r, "lr"), _num, "", 5, "lr"),
     # the Adam->SGD switch (SADIE Sec. 3.3): where it fired and the learned SGD rate Lambda
     _m("switch_epoch", "Switch epoch", lambda s, r: (switch_epoch(r) or {}).get("epoch"), _num, "", 0),
@@ -110,8 +129,10 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 )}
 CURVE_METRICS = [k for k, m in METRICS.items() if m.per_epoch and k != "train_seconds"]
 CURVE_X = {"epoch": "epoch", "step": "optimizer step", "elapsed": "training seconds"}
-DEFAULT_METRICS = ["test_acc", "best_test_acc", "f1", "train_seconds", "images_per_second", "params"]
-DEFAULT_CURVES = ["test_acc", "train_loss"]
+DEFAULT_METRICS = ["test_acc", "best_val_acc", "f1", "train_seconds", "images_per_second", "params"]
+DEFAULT_CURVES = ["val_acc", "train_loss"]
+# names of figures that were chosen on the test split before selection moved to validation (issue 12)
+RETIRED = {"best_test_acc": "best_val_acc", "best_test_error": "best_val_error"}
 
 
 # KIND@NAME: a figure of the named evaluation evals/NAME.json (a spec's evaluations:, cnnlab eval --output NAME)
@@ -135,6 +156,10 @@ def metric(name: str, where: str = "metric") -> Metric:
     """The metric called ``name``, or an error naming ``where`` it was asked for."""
     if name not in METRICS and (m := evaluation_metric(name)) is not None:
         METRICS[name] = m  # made once, then looked up like the others
+    if name in RETIRED:
+        raise CnnlabError(f"{where}: {name!r} was the best epoch chosen on the test split, which cnnlab no longer "
+                          f"reports; use {RETIRED[name]} (chosen on validation) or {name.replace('best_', '')} (the "
+                          f"test split, once, with the weights chosen on validation)")
     if name not in METRICS:
         hint = suggest(name, METRICS)
         raise CnnlabError(f"{where}: unknown metric {name!r}{f' ({hint})' if hint else ''}; "

@@ -192,7 +192,8 @@ def plan_study(spec: StudySpec, budget: str = DEFAULT_BUDGET, out: str | Path = 
         chosen = plan.selection.get(v.name, {}).get("values", {})  # the setting cross-validation chose
         for seed in seeds:
             cfg, needs = config(v, seed, chosen, RUNS_DIR, f"{v.folder}-seed{seed}")
-            evaluations = [_planned_evaluation(spec, e, seed, study_dir, needs) for e in spec.evaluations
+            members = [str(study_dir / RUNS_DIR / f"{v.folder}-seed{s}") for s in seeds]  # ensemble evaluations
+            evaluations = [_planned_evaluation(spec, e, seed, study_dir, needs, members) for e in spec.evaluations
                            if v.name in e.variants]
             plan.runs.append(PlannedRun(v.name, seed, cfg, needs, evaluations))
     plan.runs = _dependency_order(plan.runs)
@@ -218,14 +219,16 @@ def _resolve_references(spec: StudySpec, d: dict[str, Any], seed: int, study_dir
     return needs
 
 
-def _planned_evaluation(spec: StudySpec, e, seed: int, study_dir: Path, needs: list[str]) -> dict[str, Any]:
+def _planned_evaluation(spec: StudySpec, e, seed: int, study_dir: Path, needs: list[str],
+                        members: list[str] | None = None) -> dict[str, Any]:
     denoiser = e.denoiser
     if isinstance(denoiser, str) and denoiser.startswith("@"):
         name = _run_name(spec, denoiser[1:], seed)
         denoiser = str(study_dir / RUNS_DIR / name)
         if name not in needs:
             needs.append(name)
-    return {"name": e.name, "corrupt": e.corrupt, "denoiser": denoiser}
+    return {"name": e.name, "corrupt": e.corrupt, "denoiser": denoiser,
+            "ensemble": members if getattr(e, "ensemble", False) else None}
 
 
 def _dependency_order(runs: list[PlannedRun]) -> list[PlannedRun]:

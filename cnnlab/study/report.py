@@ -84,7 +84,7 @@ def _meta(plan: Plan, variants: list[VariantResult], command: str) -> str:
     n_failed = sum(r.status == "failed" for r in results)
     meta = [
         ("Study", f"{spec.name} ({spec.source})"),
-        ("Budget", f"{plan.budget}: epochs {cfg0.epochs:g}, train images "
+        ("Budget", f"{plan.budget}: epochs {'auto' if cfg0.epochs is None else f'{cfg0.epochs:g}'}, train images "
                    f"{cfg0.train_subset if cfg0.train_subset else 'all'}, seeds {sorted({r.seed for r in plan.runs})}"),
         ("Runs", f"{n_done} of {len(plan.runs)} finished" + (f", {n_failed} failed" if n_failed else "")),
         ("Command", command or plan.command()),

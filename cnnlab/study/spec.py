@@ -16,7 +16,7 @@ import yaml
 
 from ..errors import CnnlabError, suggest, unknown_names
 from .metrics import CURVE_METRICS, CURVE_X, DEFAULT_CURVES, DEFAULT_METRICS, METRICS, Metric, metric
-from .variants import NAME_OK, Variant, check_config_keys, expect_mapping, grid_variants, make_variants
+from .variants import MAX_VARIANTS, NAME_OK, Variant, check_config_keys, expect_mapping, grid_variants, make_variants
 
 BUDGETS = ("smoke", "small", "full")  # what --budget picks and a spec's budgets: may tune
 DEFAULT_BUDGET = "small"
@@ -24,7 +24,7 @@ SPEC_KEYS = ("name", "description", "reproduces", "source", "base", "grid", "var
              "budgets", "report", "paper", "figures", "claims", "notes", "evaluations", "select")
 REPORT_KEYS = ("metrics", "headline", "curves", "curve_x")
 FIGURE_KEYS = ("title", "variants", "metric", "image", "caption")
-EVALUATION_KEYS = ("corrupt", "levels", "denoiser", "variants")
+EVALUATION_KEYS = ("corrupt", "levels", "denoiser", "variants", "ensemble")
 SELECT_KEYS = ("variants", "folds", "grid", "metric")
 # config keys whose value may name another variant's run folder as "@VARIANT" (cnnlab.study.plan)
 REFERENCE_KEYS = ("features_from", "denoiser")
@@ -50,6 +50,7 @@ class EvaluationSpec:
     level: float | None
     denoiser: str | None  # "@VARIANT" or a run folder
     variants: list[str]
+    ensemble: bool = False  # the variant's seeds evaluated together, their probabilities averaged (cnnlab/ensemble.py)
 
 
 @dataclass
@@ -218,8 +219,8 @@ def read_seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, bool):
         raise CnnlabError(f"{where}: expected a list of seeds or a count, got {value!r}")
     if isinstance(value, int):
-        if value < 1:
-            raise CnnlabError(f"{where}: a seed count must be >= 1, got {value}")
+        if not 1 <= value <= MAX_VARIANTS:
+            raise CnnlabError(f"{where}: a seed count must be >= 1 and at most {MAX_VARIANTS:,}, got {value}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         if len(set(value)) != len(value):
@@ -268,7 +269,9 @@ def _curve_metric(name: Any, where: str, lead: str) -> Metric:
     """A metric with per-epoch values (a learning curve can be drawn of it)."""
     m = metric(str(name), where)
     if not m.per_epoch:
-        raise CnnlabError(f"{where}: {name!r} has no per-epoch values ({lead} {', '.join(CURVE_METRICS)})")
+        why = " (the test split is evaluated once, at the end: per-epoch curves are on validation, val_*)" \
+            if m.key.startswith("test_") else ""
+        raise CnnlabError(f"{where}: {name!r} has no per-epoch values{why} ({lead} {', '.join(CURVE_METRICS)})")
     return m
 
 
@@ -300,12 +303,35 @@ def _read_figures(spec: StudySpec, value: Any) -> None:
     """The paper's figures: each variant's own ``figure:`` first, then the ``figures:`` list."""
     for v in spec.variants:
         if v.figure is not None:
-            spec.figures.append(FigureSpec(f"{v.name}: paper figure", [v.name], None, spec.spec_dir / v.figure))
+            spec.figures.append(FigureSpec(f"{v.name}: paper figure", [v.name], None,
+                                           spec_image(spec, v.figure, f"{spec.source}: {v.name}.figure")))
     if value is None:
         return
     if not isinstance(value, list):
         raise CnnlabError(f"{spec.source}: figures: expected a list of {{title, variants, metric, image}}")
     spec.figures += [_read_figure(spec, f, i) for i, f in enumerate(value)]
+
+
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
+
+
+def spec_image(spec: StudySpec, value: Any, where: str) -> Path:
+    """A figure image the spec ships: a relative path inside the spec's folder, with an image suffix.
+
+    The report embeds the file (base64), so a spec naming ``/home/me/.ssh/id_rsa`` or ``../../secret``
+    would copy that file into report.html: such a path (also via a link) is refused.
+    """
+    text = str(value)
+    path = spec.spec_dir / text
+    try:
+        inside = not Path(text).is_absolute() and path.resolve().is_relative_to(spec.spec_dir.resolve())
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a link loop
+        inside = False
+    if not inside:
+        raise CnnlabError(f"{where}: {text!r} must be a path inside the spec's folder {spec.spec_dir}")
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise CnnlabError(f"{where}: {text!r} must be an image ({', '.join(FIGURE_SUFFIXES)})")
+    return path
 
 
 def _read_figure(spec: StudySpec, value: Any, i: int) -> FigureSpec:
@@ -319,7 +345,7 @@ def _read_figure(spec: StudySpec, value: Any, i: int) -> FigureSpec:
         raise CnnlabError(f"{where}.variants: expected a list of variant names")
     names = [_known_variant(spec, n, f"{where}.variants") for n in names]
     key = None if f.get("metric") is None else _curve_metric(f["metric"], f"{where}.metric", "use one of").key
-    image = spec.spec_dir / str(f["image"]) if f.get("image") else None
+    image = spec_image(spec, f["image"], f"{where}.image") if f.get("image") else None
     return FigureSpec(str(f.get("title") or f"Figure {i + 1}"), names, key, image, str(f.get("caption") or ""))
 
 
@@ -370,11 +396,14 @@ def _read_evaluations(spec: StudySpec, value: Any) -> None:
         denoiser = entry.get("denoiser")
         _reference(spec, denoiser, f"{w}.denoiser")
         corrupt, levels = entry.get("corrupt"), entry.get("levels")
+        ensemble = entry.get("ensemble", False)
+        if not isinstance(ensemble, bool) or (ensemble and (denoiser is not None or levels is not None)):
+            raise CnnlabError(f"{w}.ensemble: expected true or false (an ensemble takes no denoiser and no levels)")
         if levels is None:
             if corrupt is not None:
                 parse_corruption(str(corrupt), f"{w}.corrupt")
             spec.evaluations.append(EvaluationSpec(str(name), str(name), None if corrupt is None else str(corrupt),
-                                                   None, denoiser, variants))
+                                                   None, denoiser, variants, ensemble))
             continue
         if corrupt is None or ":" in str(corrupt) or not isinstance(levels, list) or not levels:
             raise CnnlabError(f"{w}: with levels, give corrupt: KIND (no level) and levels: a list of numbers")

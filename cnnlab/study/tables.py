@@ -21,7 +21,9 @@ from .variants import short_value
 # a cell that holds a number (right-aligned): 1,234 / -0.5 / 81.00 ± 1.00
 NUMBER = re.compile(r"^[+-]?[\d,]+(\.\d+)?( ± [\d,.]+)?$")
 TABLE_NOTE = ("Mean ± sample std over the finished seeds; bold = best measured; Paper = the paper's value, "
-              "Δ = measured − paper.")
+              "Δ = measured − paper. Test = the test split, evaluated once at the end of each run with the weights "
+              "chosen on its validation split (nothing is chosen on test); Val = the validation split (held out of "
+              "the training split); Train = the training batches.")
 
 
 def fmt_stat(stat: tuple[float | None, float | None, int], m: Metric) -> str:

@@ -7,6 +7,7 @@ Also the one check every layer of overrides passes (``base``, ``budgets.<b>``, e
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,9 @@ def _label(key: str, value: Any) -> str:
     return f"{key.split('.')[-1]}={text}"
 
 
+MAX_VARIANTS = 10_000  # a spec making more is refused at once (a typo'd grid can make millions)
+
+
 def grid_variants(grid: Any, where: str) -> list[Variant]:
     """Every combination of the axes; a mapping axis is ``label: value``, a list axis is named ``key=value``."""
     grid = check_config_keys(expect_mapping(grid, where), where)
@@ -107,6 +111,10 @@ def grid_variants(grid: Any, where: str) -> list[Variant]:
             axes.append([(key, _label(key, val), val) for val in values])
         else:
             raise CnnlabError(f"{w}: expected a list of values or a mapping label: value, got {values!r}")
+    count = math.prod(len(a) for a in axes)
+    if count > MAX_VARIANTS:  # refused before a single one is made: planning them alone would take hours
+        raise CnnlabError(f"{where}: {' x '.join(str(len(a)) for a in axes)} = {count:,} variants; a study takes at "
+                          f"most {MAX_VARIANTS:,} (split it into several studies, or list fewer values)")
     out = []
     for combo in itertools.product(*axes):
         labels = [lab for _, lab, _ in combo if lab]  # an empty label ("" for the default) adds nothing
@@ -142,6 +150,9 @@ def make_variants(grid: Any, listed: Any, combine: Any, source: str) -> list[Var
     if combine not in ("union", "product"):
         raise CnnlabError(f"{source}: combine: must be union or product, got {combine!r}")
     if combine == "product" and grid and listed:
+        if len(grid) * len(listed) > MAX_VARIANTS:
+            raise CnnlabError(f"{source}: combine: product makes {len(listed)} x {len(grid)} = "
+                              f"{len(grid) * len(listed):,} variants; a study takes at most {MAX_VARIANTS:,}")
         variants = [Variant(f"{v.name}+{g.name}", {**g.values, **v.values}, dict(v.paper), v.description, v.figure)
                     for v in listed for g in grid]
     else:
