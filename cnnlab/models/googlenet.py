@@ -117,29 +117,12 @@ def naive_module(cin: int, w: int, act: str, norm: str) -> Branches:
     return Branches(conv(1), conv(3), conv(5), nn.MaxPool2d(3, 1, 1), out_channels=3 * w + cin)
 
 
-class NaiveInceptionNet(nn.Module):
+def naive_inception_net(num_classes: int, in_channels: int, act: str = "relu", norm: str = "batch",
+                        dropout: float = 0.0, width: float = 1.0) -> nn.Module:
     """The module study's base network (:class:`cnnlab.models.inception.InceptionFamily`) with naive modules."""
+    from .inception import InceptionFamily
 
-    def __init__(self, num_classes: int, in_channels: int, act: str = "relu", norm: str = "batch",
-                 dropout: float = 0.0, width: float = 1.0):
-        super().__init__()
-        from .inception import InceptionFamily
-
-        check_norm(norm)
-        c = scale_width(96, width)
-        layers: list[nn.Module] = [ConvNormAct(in_channels, c, 3, act=act, norm=norm)]
-        for i, (w, n) in enumerate(InceptionFamily.STAGES):
-            if i:
-                layers.append(nn.MaxPool2d(3, 2, 1))
-            for _ in range(n):
-                module = naive_module(c, scale_width(w, width), act, norm)
-                layers.append(module)
-                c = module.out_channels
-        self.features = nn.Sequential(*layers)
-        self.head = ClassifierHead(c, num_classes, "avg", dropout)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+    return InceptionFamily("naive", num_classes, in_channels, act, norm, dropout, width, make_module=naive_module)
 
 
 @register_model("inception-naive", "Naive Inception module (1x1 + 3x3 + 5x5 + max pool, no reductions) in the "
@@ -147,5 +130,5 @@ class NaiveInceptionNet(nn.Module):
                 native_channels=3)
 def inception_naive(num_classes: int, in_channels: int, image_size: int = 32, act: str = "relu", norm: str = "batch",
                     dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
-    model = NaiveInceptionNet(num_classes, in_channels, act, norm, dropout, width)
+    model = naive_inception_net(num_classes, in_channels, act, norm, dropout, width)
     return initialize(model, resolve_init(init, norm))

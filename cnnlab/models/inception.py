@@ -173,13 +173,19 @@ def _out_channels(path: nn.Module) -> int:
 
 
 class InceptionFamily(nn.Module):
-    """The base network of the module study, with every module of variant ``letter``."""
+    """The base network of the module study, with every module of variant ``letter``.
+
+    ``make_module(cin, w, act, norm)`` builds one module instead (the naive module of Figure 4.3 uses
+    this base network too: :mod:`cnnlab.models.googlenet`)."""
 
     STAGES = ((32, 2), (64, 4), (128, 2))  # (path width, modules), after Table 5.1's 2 + 4 + 2 modules
 
     def __init__(self, letter: str, num_classes: int, in_channels: int, act: str = "relu", norm: str = "batch",
-                 dropout: float = 0.0, width: float = 1.0):
+                 dropout: float = 0.0, width: float = 1.0, make_module=None):
         super().__init__()
+        if make_module is None:
+            def make_module(cin: int, w: int, act: str, norm: str) -> Branches:
+                return variant_module(letter, cin, w, act, norm)
         check_norm(norm)
         c = scale_width(96, width)
         layers: list[nn.Module] = [ConvNormAct(in_channels, c, 3, act=act, norm=norm)]
@@ -187,7 +193,7 @@ class InceptionFamily(nn.Module):
             if i:
                 layers.append(nn.MaxPool2d(3, 2, 1))
             for _ in range(n):
-                module = variant_module(letter, c, scale_width(w, width), act, norm)
+                module = make_module(c, scale_width(w, width), act, norm)
                 layers.append(module)
                 c = module.out_channels
         self.features = nn.Sequential(*layers)
