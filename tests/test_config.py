@@ -69,14 +69,14 @@ GOOD = [("image_size", 4), ("channels", 3), ("val_split", 0.5), ("dropout", 0), 
         ("target_acc", 0.995), ("eval_every", 2), ("eval_batch_size", 1), ("name", "my-run.2"), ("save_every", 5),
         ("seed", 2**32 - 1), ("pretrain_epochs", 0), ("pretrain_lr", 0.1), ("cd_k", 5), ("head", "energy"),
         ("cv_fold", "3/3")]
-# validation, run length and fine-tuning (issue 12)
+# validation, run length and fine-tuning
 BAD += [("test_split", 0), ("test_split", 1), ("monitor", "test_acc"), ("patience", 0), ("min_delta", -0.1),
         ("steps", 0), ("min_steps", -1), ("accum_steps", 0), ("mixup", -0.1), ("cutmix", -1),
         ("color_jitter", 1.0), ("resized_crop", 1.0), ("erase", 1.5), ("policy", "autoaugment")]
 GOOD += [("test_split", 0.3), ("val_split", 0), ("monitor", "val_loss"), ("patience", 3), ("min_delta", 0.001),
          ("steps", 100), ("min_steps", 0), ("accum_steps", 4), ("mixup", 0.2), ("cutmix", 1.0),
          ("color_jitter", 0.4), ("resized_crop", 0.35), ("erase", 0.25), ("policy", "randaugment:2,9")]
-# the streaming data path (issue 14)
+# the streaming data path
 BAD += [("shear", 90), ("shear", -1), ("tta", "random:0"), ("tta", "random:x"), ("tta", "random")]
 GOOD += [("shear", 0), ("shear", 15.5), ("tta", "random:100"), ("tta", "random:1")]
 BAD += [("data_path", "disk"), ("crop_scale", 0), ("crop_scale", 1.5), ("data_workers", -1)]

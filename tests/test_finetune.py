@@ -1,5 +1,5 @@
 """Fine-tuning (--init-from, head re-initialisation, torchvision layouts, --freeze, --lr-mult), gradient
-accumulation, class weights and the balanced sampler (issue 12)."""
+accumulation, class weights and the balanced sampler."""
 import pytest
 import torch
 

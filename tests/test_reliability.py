@@ -1,4 +1,4 @@
-"""Issue 15's findings, one test each, in the issue's order of severity (docs/reliability.md).
+"""Hostile-user findings, one test each, most severe first (the promises are in docs/reliability.md).
 
 Each was a traceback, a hang or a silent wrong result; each must now be a one-line CnnlabError
 naming the flag, field or file (CLI exit 2) or a clean recovery. Crash consistency under SIGKILL

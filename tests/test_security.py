@@ -1,6 +1,6 @@
 """No code runs from any file cnnlab reads, and no name in a file writes outside its folder.
 
-Hostile inputs (issue 15, "Security"): a pickle payload in a checkpoint or a CIFAR batch, YAML
+Hostile inputs: a pickle payload in a checkpoint or a CIFAR batch, YAML
 tags that construct Python objects (config files, study specs, ``--set``), archive members that
 climb out of the extraction folder, names that would climb out of a run or study folder, and a
 decompression-bomb image. Each is refused with a CnnlabError and leaves no trace of running.

@@ -1,4 +1,4 @@
-"""Honest model selection (issue 12): the validation split, run length, best checkpoint, early stopping,
+"""Honest model selection: the validation split, run length, best checkpoint, early stopping,
 --weights, and the summary naming the split of every figure."""
 import json
 

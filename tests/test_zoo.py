@@ -11,7 +11,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import MODELS, create_model
 from cnnlab.models.activations import ACTIVATIONS
 
-# The papers' networks (issue 3) and the options that make each tiny enough for CPU tests.
+# The papers' networks and the options that make each tiny enough for CPU tests.
 TINY = {"width": 0.125}
 ZOO = {
     "lenet5": {},
@@ -25,10 +25,10 @@ ZOO = {
     "ndsb1": TINY, "ndsb2": TINY, "maxdepth": TINY,
     **{f"resnet{d}": TINY for d in (20, 32, 56, 110, 164)},
     **{f"resnet{d}": {"width": 0.0625} for d in (18, 34, 50, 101, 152)},
-    # sadie (issue 9): the CIFAR ResNet-152, the StochasticNet baselines and SADIE itself
+    # SADIE: the CIFAR ResNet-152, the StochasticNet baselines and SADIE itself
     "resnet152-cifar": TINY, **{f"{net}{d}": TINY for net in ("stochasticnet", "sadie") for d in (110, 152)},
     "mobilenet": {"alpha": 0.125}, "mobilenet-plain": {"alpha": 0.125},
-    # issue 17: GoogLeNet 2014 (auxiliary classifiers), naive Inception, SPP, MSRA VGG, DSN, constrained-time nets
+    # thesis and efficient-training zoo pieces: GoogLeNet 2014 (auxiliary classifiers), naive Inception, SPP, MSRA VGG, DSN, constrained-time nets
     "googlenet": TINY, "inception-naive": TINY, "alexnet-spp": {"width": 0.0625},
     "msra-vgg": {"width": 0.0625, "norm": "batch"}, "dsn": TINY, "rf-stack": {"channels": 8},
     "alexnet-3x3": {"width": 0.0625}, "alexnet-2x2": {"width": 0.0625},

@@ -256,6 +256,16 @@ def _presplit_folders(root: Path) -> tuple[Path, Path] | None:
     return root / "train", root / ("test" if "test" in top else "val")
 
 
+def presplit_classes(presplit: tuple[Path, Path]) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+    """(train class folders, test class folders, class names) of a DIR/train + DIR/test layout; a test
+    class the training folder lacks is an error (it could never be predicted)."""
+    train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
+    unknown = sorted(set(eval_dirs) - set(train_dirs))
+    if unknown:
+        raise CnnlabError(f"folder dataset: {presplit[1]} has classes that {presplit[0]} lacks: {', '.join(unknown)}")
+    return train_dirs, eval_dirs, sorted(train_dirs)
+
+
 def load_folder(data_dir: str | Path | None, download: bool = True, size: int | None = DEFAULT_SIZE,
                 channels: int | None = None, test_split: float = 0.2, strict: bool = False,
                 seed: int = 0) -> ArrayDataset:
@@ -285,12 +295,7 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
         read = partial(_read_class, size=size, channels=channels, strict=strict, pool=pool, listed=listed)
         if presplit:
-            train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
-            unknown = sorted(set(eval_dirs) - set(train_dirs))
-            if unknown:
-                raise CnnlabError(f"folder dataset: {presplit[1]} has classes that {presplit[0]} lacks: "
-                                  f"{', '.join(unknown)}")
-            classes = sorted(train_dirs)
+            train_dirs, eval_dirs, classes = presplit_classes(presplit)
             for label, name in enumerate(classes):
                 for split, dirs in ((train, train_dirs), (test, eval_dirs)):
                     if name in dirs:

@@ -175,14 +175,7 @@ def read_csv(path: Path, label_column: int = 0, ragged_ok: bool = False) -> _Par
                     continue  # a header line
                 if not values:
                     raise CnnlabError(f"{path} line {number}: a label and no values; each line is label,v1,v2,...")
-                try:
-                    signal = np.array(values, dtype=np.float64)
-                except ValueError:
-                    signal = None
-                if signal is None or not np.all(np.isfinite(signal)):
-                    col, text = _first_bad(values)
-                    column = col + (2 if label_column == 0 else 1)
-                    raise CnnlabError(f"{path} line {number}, column {column}: {text!r} is not a finite number")
+                signal = _numbers(values, path, number, lambda col: col + (2 if label_column == 0 else 1))
                 if first_length is None:
                     first_length, first_line = len(signal), number
                 elif len(signal) != first_length and not ragged_ok:
@@ -203,6 +196,19 @@ def read_csv(path: Path, label_column: int = 0, ragged_ok: bool = False) -> _Par
     if ragged_ok and len({s.shape[1] for s in signals}) > 1:
         return _Part(signals, labels, str(path))
     return _Part(np.stack(signals), labels, str(path))
+
+
+def _numbers(values: list[str], path: Path, number: int, column_of, dtype=np.float64) -> np.ndarray:
+    """One CSV line's values as ``dtype`` (finite in it), or an error naming the file, the line and the (1-based) column of
+    the first value that is not a finite number; ``column_of`` maps an index in ``values`` to that column."""
+    try:
+        signal = np.array(values, dtype=dtype)
+    except ValueError:
+        signal = None
+    if signal is None or not np.all(np.isfinite(signal)):
+        col, text = _first_bad(values)
+        raise CnnlabError(f"{path} line {number}, column {column_of(col)}: {text!r} is not a finite number")
+    return signal
 
 
 def _first_bad(values: list[str]) -> tuple[int, str]:
@@ -347,14 +353,8 @@ def _read_unlabelled_csv(path: Path) -> tuple[list[int], list[np.ndarray]]:
                     skip = [f.strip().lower() for f in row].index("label")
                     continue
                 values = [f for i, f in enumerate(row) if i != skip]
-                try:
-                    signal = np.array(values, dtype=np.float32)
-                except ValueError:
-                    signal = None
-                if signal is None or not np.all(np.isfinite(signal)):
-                    col, text = _first_bad(values)
-                    raise CnnlabError(f"{path} line {number}, column {col + 1 + (skip is not None and col >= skip)}: "
-                                      f"{text!r} is not a finite number")
+                signal = _numbers(values, path, number, lambda col: col + 1 + (skip is not None and col >= skip),
+                                  np.float32)
                 lines.append(number)
                 signals.append(signal)
     except OSError as e:

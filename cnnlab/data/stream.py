@@ -67,15 +67,14 @@ def list_folder(root: Path, test_split: float = 0.2, seed: int = 0) -> FolderLis
     """The files of an image folder and their split, without decoding: the same stratified seeded split
     as the in-memory ``folder`` dataset (:func:`cnnlab.data.folder.load_folder`) when every file is
     readable (that one splits the readable images)."""
-    from .folder import _check_root, _class_folders, _list_files, _presplit_folders, _split_indices
+    from .folder import _check_root, _class_folders, _list_files, _presplit_folders, _split_indices, presplit_classes
 
     root = _check_root(root)
     presplit = _presplit_folders(root)
     listed = _list_files(root, presplit)  # class folder -> its image files, as the in-memory loader lists them
     out: dict[str, tuple[list[Path], list[int]]] = {"train": ([], []), "test": ([], [])}
     if presplit:
-        train_dirs, eval_dirs = (_class_folders(d) for d in presplit)
-        classes = sorted(train_dirs)
+        train_dirs, eval_dirs, classes = presplit_classes(presplit)
         for label, name in enumerate(classes):
             for split, dirs in (("train", train_dirs), ("test", eval_dirs)):
                 if name in dirs:

@@ -131,7 +131,7 @@ CURVE_METRICS = [k for k, m in METRICS.items() if m.per_epoch and k != "train_se
 CURVE_X = {"epoch": "epoch", "step": "optimizer step", "elapsed": "training seconds"}
 DEFAULT_METRICS = ["test_acc", "best_val_acc", "f1", "train_seconds", "images_per_second", "params"]
 DEFAULT_CURVES = ["val_acc", "train_loss"]
-# names of figures that were chosen on the test split before selection moved to validation (issue 12)
+# names of figures that were chosen on the test split before selection moved to validation
 RETIRED = {"best_test_acc": "best_val_acc", "best_test_error": "best_val_error"}
 
 
