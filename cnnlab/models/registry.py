@@ -2,8 +2,8 @@
 
 Every builder has the same signature ``builder(num_classes, in_channels, **options)``
 (as in timm's ``create_model``) so any study can swap any model. Options common to
-many builders: ``image_size`` (int, the square input side; always passed by the
-trainer), ``act`` (activation name), ``norm`` ("batch", "lrn", "none"), ``dropout``,
+many builders: ``image_size`` (the input size, always passed by the trainer: an ``int`` side for a
+square input, a ``(H, W)`` tuple otherwise; :mod:`cnnlab.sizes`), ``act`` (activation name), ``norm`` ("batch", "lrn", "none"), ``dropout``,
 ``width`` (channel multiplier), ``init`` (weight initialization name).
 
 Options every model takes, handled here unless the builder declares them itself:
@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from ..registry import Registry, check_options
+from ..sizes import as_hw, size_text
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -37,21 +38,36 @@ def register_model(name: str, description: str = "", source: str = "", min_size:
                            sizes=sizes, **meta)
 
 
-def check_input_size(name: str, image_size: int) -> None:
+def check_input_size(name: str, image_size) -> None:
+    """``image_size`` (a side or ``(H, W)``) against what model ``name`` declares: ``sizes`` (the only
+    square sides it takes), ``min_size``/``max_size`` (bounds on each side) and ``square_only``
+    (a design that needs H = W, e.g. the max-depth rule of one image side)."""
     meta = MODELS.entry(name).meta
+    h, w = as_hw(image_size)
     sizes, lo, hi = meta.get("sizes"), meta.get("min_size", 1), meta.get("max_size")
-    if sizes and image_size not in sizes:
-        raise CnnlabError(f"model {name!r} takes inputs of side {'/'.join(map(str, sizes))}, got {image_size} "
+    shown = size_text(image_size) if h != w else str(h)
+    if sizes and (h != w or h not in sizes):
+        raise CnnlabError(f"model {name!r} takes inputs of side {'/'.join(map(str, sizes))}, got {shown} "
                           f"(use --image-size to resize the data)")
-    if image_size < lo or (hi is not None and image_size > hi):
-        rng = f"{lo}..{hi}" if hi else f">= {lo}"
-        raise CnnlabError(f"model {name!r} needs an input side {rng}, got {image_size} (use --image-size)")
+    if meta.get("square_only") and h != w:
+        raise CnnlabError(f"model {name!r} takes square inputs only, got {shown} (use --image-size S)")
+    for side in (h, w):
+        if side < lo or (hi is not None and side > hi):
+            rng = f"{lo}..{hi}" if hi else f">= {lo}"
+            raise CnnlabError(f"model {name!r} needs each input side {rng}, got {shown} (use --image-size)")
+
+
+def builder_size(image_size) -> int | tuple[int, int]:
+    """The ``image_size`` a builder receives: an ``int`` for a square input (what every builder has always
+    taken), a ``(H, W)`` tuple otherwise."""
+    h, w = as_hw(image_size)
+    return h if h == w else (h, w)
 
 
 def size_options(shape: tuple[int, ...]) -> dict[str, int]:
-    """The size option a builder gets for inputs of ``shape`` (no batch): images (C, H, W) -> ``image_size=H``;
-    1-D signals (C, L) -> ``length=L`` (:mod:`cnnlab.models.signal`)."""
-    return {"length": int(shape[1])} if len(shape) == 2 else {"image_size": int(shape[1])}
+    """The size option a builder gets for inputs of ``shape`` (no batch): images (C, H, W) ->
+    ``image_size=H`` (square) or ``(H, W)``; 1-D signals (C, L) -> ``length=L`` (:mod:`cnnlab.models.signal`)."""
+    return {"length": int(shape[1])} if len(shape) == 2 else {"image_size": builder_size(tuple(shape[1:3]))}
 
 
 def signal_models() -> list[str]:
@@ -78,7 +94,8 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
     """Build a registered model. Unknown names and unknown options raise :class:`CnnlabError`."""
     builder = MODELS.get(name)
     if "image_size" in options and options["image_size"] is not None:
-        check_input_size(name, int(options["image_size"]))
+        check_input_size(name, options["image_size"])
+        options["image_size"] = builder_size(options["image_size"])
     params = inspect.signature(builder).parameters
     _check_input_kind(name, params, options)
     init = options.pop("init", None) if "init" not in params else None  # applied after building
@@ -103,7 +120,7 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
 
 
 def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num_classes: int, in_channels: int,
-                 image_size: int | None = None, length: int | None = None) -> nn.Module:
+                 image_size=None, length: int | None = None) -> nn.Module:
     """Replace ``model``'s final classifier by the output head ``head`` built with ``head_options``.
 
     The final classifier is found by running the model once (on the device its weights are on,
@@ -130,7 +147,7 @@ def replace_head(model: nn.Module, name: str, head: str, head_options: dict, num
     return model
 
 
-def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: int | None = None,
+def find_classifier(model: nn.Module, name: str, in_channels: int, image_size=None,
                     length: int | None = None) -> tuple[str, nn.Module]:
     """(qualified name, module) of the layer that computes ``model``'s output: a final Linear or energy head."""
     from .energy import EnergyHead
@@ -154,7 +171,7 @@ def find_classifier(model: nn.Module, name: str, in_channels: int, image_size: i
     model.eval()
     try:
         with torch.no_grad():
-            shape = (length,) if length is not None else (image_size, image_size)
+            shape = (length,) if length is not None else as_hw(image_size)
             out = model(torch.zeros(2, in_channels, *shape, device=device))
     finally:
         for h in hooks:
