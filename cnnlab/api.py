@@ -162,9 +162,10 @@ class Run:
 
     def images(self, x: Any) -> torch.Tensor:
         """``x`` (arrays, tensors, a PIL image or a list of them, image files) as the model's uint8 input."""
+        from . import runs
         from .data.prepare import convert_images
 
-        c, side = self.meta["in_channels"], self.meta["image_size"]
+        c, side = self.meta["in_channels"], runs.image_hw(self.meta)
         if isinstance(x, (str, Path)) or _is_pil(x):
             x = [x]
         if isinstance(x, (list, tuple)) and x and (isinstance(x[0], (str, Path)) or _is_pil(x[0])):
@@ -207,16 +208,10 @@ def _is_pil(x: Any) -> bool:
     return isinstance(x, Image.Image)
 
 
-def _one_image(v: Any, side: int, channels: int) -> torch.Tensor:
+def _one_image(v: Any, size: tuple[int, int], channels: int) -> torch.Tensor:
     """A file or PIL image, preprocessed as ``cnnlab predict`` does (cnnlab.data.folder)."""
     from .data import folder
 
     if not _is_pil(v):
-        return folder.load_image(v, side, channels)
-    from PIL import ImageOps
-
-    img = folder._to_l_or_rgb(ImageOps.exif_transpose(v))
-    img = ImageOps.fit(img, (side, side), folder.RESAMPLE).convert("L" if channels == 1 else "RGB")
-    array = np.array(img)
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        return folder.load_image(v, size, channels)
+    return torch.from_numpy(folder.fit_image(v, size, channels)).permute(2, 0, 1).contiguous()

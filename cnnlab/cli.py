@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 
-from .config import (DEVICES, FIELDS, RESUME_OVERRIDABLE, SECTIONS, TTA_MODES, TrainConfig, field_default,
+from .config import (DEVICES, FIELDS, RESUME_OVERRIDABLE, SECTIONS, SIZE_KIND, TTA_MODES, TrainConfig, field_default,
                      parse_key_value)
 from .errors import CnnlabError
 
@@ -59,6 +59,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
         if kind.startswith("dict"):
             group.add_argument(flag, action="extend", nargs="+", type=_key_values, metavar="KEY=VALUE", **kw)
             continue
+        if kind == SIZE_KIND:  # --image-size 32, --image-size 48 64 or --image-size 48x64
+            kw["help"] += f" (default: {default})" if default is not None else ""
+            group.add_argument(flag, nargs="+", metavar="S|H W", **kw)
+            continue
         kw["type"] = {"int": int, "float": float}.get(kind, str)
         if meta["choices"]:  # checked by TrainConfig.validate, so a config file gets the same message
             kw["metavar"] = "{" + ",".join(meta["choices"]) + "}"
@@ -70,7 +74,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
     for k, v in given.items():
-        if isinstance(v, list):  # KEY=VALUE pairs
+        if isinstance(v, list) and str(FIELDS[k].type).replace(" | None", "") == SIZE_KIND:
+            given[k] = " ".join(v)  # "48 64" or "48x64": the config reads either (cnnlab.sizes)
+        elif isinstance(v, list):  # KEY=VALUE pairs
             given[k] = dict(v)
     if args.resume:
         from . import runs
@@ -372,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder for the shards and manifest.json")
     p.add_argument("--shard-size", type=float, default=128.0, metavar="MB", help="target shard size (default: 128)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--image-size", type=int, metavar="S", help="fit every image to S x S, stored as PNG")
+    size.add_argument("--image-size", metavar="S|HxW", help="fit every image to S x S (or H x W), stored as PNG")
     size.add_argument("--keep-size", action="store_true", help="store the files as they are (default for folders)")
     p.add_argument("--data-dir", help="where a named dataset's files are")
     p.add_argument("--test-split", type=float, default=0.2, help="folder without train/ and test/: fraction of "

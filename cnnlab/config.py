@@ -26,6 +26,9 @@ from typing import Any, Callable
 import yaml
 
 from .errors import CnnlabError, first_line, unknown_names
+from .sizes import EXPECTED as SIZE_EXPECTED, as_hw, size_value
+
+SIZE_KIND = "int | list[int]"  # the annotation of an image size: a side S or [H, W] (cnnlab.sizes)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -118,8 +121,10 @@ class TrainConfig:
     data_dir: str | None = _data(None, "folder holding the dataset's files (for `folder`: the image root, one "
                                        "sub-folder per class)", result=False)
     download: bool = _data(True, "download missing dataset files into the cache", result=False)
-    image_size: int | None = _data(None, "resize images to this square side once at load time (default: native)",
-                                   rule=at_least(4))
+    image_size: int | list[int] | None = _data(
+        None, "resize images once at load time to S x S (one number) or H x W (two numbers, or HxW); default: "
+              "native. Stored as S when square, else [H, W] (cnnlab.sizes)",
+        rule=Rule(lambda v: min(as_hw(v)) >= 4, "at least 4 pixels on each side"))
     channels: int | None = _data(None, "1 = grey, 3 = RGB, converted once at load time (default: as stored)",
                                  rule=Rule(lambda v: v in (1, 3), "1 or 3"))
     test_split: float = _data(0.2, "folder dataset without train/ and test/ sub-folders: fraction of each class "
@@ -388,6 +393,11 @@ def _coerce(value: Any, kind: str, where: str) -> Any:
             return None
         raise CnnlabError(f"{where}: must not be empty")
     base = kind.replace(" | None", "")
+    if base == SIZE_KIND:  # before "int": "48x64", [48, 64] and 32 are all sizes
+        try:
+            return size_value(value)
+        except CnnlabError:
+            raise CnnlabError(f"{where}: expected {SIZE_EXPECTED}, got {value!r}") from None
     try:
         if base == "bool":
             if isinstance(value, bool):

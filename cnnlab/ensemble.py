@@ -67,9 +67,9 @@ def evaluate_ensemble(run_dirs: list[str | Path], data: str | None = None, data_
         if key not in datasets:
             datasets[key] = prepare_data(cfg)
         ds = datasets[key]
-        if (ds.in_channels, ds.image_size[0]) != (run.meta["in_channels"], run.meta["image_size"]):
+        if (ds.in_channels, *ds.image_size) != runs.input_shape(run.meta):
             raise CnnlabError(f"{d}: the test images are {ds.in_channels}x{ds.image_size[0]}x{ds.image_size[1]} but "
-                              f"the model takes {run.meta['in_channels']}x{run.meta['image_size']}")
+                              f"the model takes {'x'.join(map(str, runs.input_shape(run.meta)))}")
         if labels is None:
             labels = ds.test_labels
         elif not torch.equal(ds.test_labels, labels):

@@ -418,11 +418,10 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", weights: str = "auto", op
     except CnnlabError as e:
         raise CnnlabError(f"the parity check runs the exported file on the run's test images, which could not be "
                           f"loaded: {e} (point --data-dir at the dataset's files)") from None
-    if (ds.in_channels, ds.image_size[0], ds.image_size[1]) != (meta["in_channels"], meta["image_size"],
-                                                              meta["image_size"]):
+    shape = runs.input_shape(meta)  # (C, H, W)
+    if (ds.in_channels, *ds.image_size) != shape:
         raise CnnlabError(f"the run's dataset {cfg.data} now gives {ds.in_channels}x{ds.image_size[0]}x"
-                          f"{ds.image_size[1]} images but the model takes {meta['in_channels']}x{meta['image_size']}x"
-                          f"{meta['image_size']}")
+                          f"{ds.image_size[1]} images but the model takes {'x'.join(map(str, shape))}")
     probe = _sample(ds.test_images, parity_images)
     module = Deployable(run.model, meta["mean"], meta["std"], softmax=task == "classify").eval()
     cpu = Runtime(torch.device("cpu"), "fp32", False)
@@ -433,10 +432,9 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", weights: str = "auto", op
     metadata = {
         "format_version": METADATA_VERSION, "task": task, "classes": list(meta["classes"]),
         "in_channels": meta["in_channels"], "image_size": meta["image_size"],
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", meta["in_channels"], meta["image_size"],
-                                                                 meta["image_size"]]},
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", *shape]},
         "output": {"name": output_name(task), "shape": ["batch", len(meta["classes"])] if task == "classify"
-                   else ["batch", meta["in_channels"], meta["image_size"], meta["image_size"]]},
+                   else ["batch", *shape]},
         "normalization": "in-graph", "mean": list(meta["mean"]), "std": list(meta["std"]),
         "model": name, "model_options": meta.get("model_options", {}), "dataset": meta.get("dataset"),
         "source_run": str(run.run_dir.resolve()), "weights": weights, "int8": bool(int8),

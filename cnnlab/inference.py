@@ -16,6 +16,7 @@ from .data.prepare import prepare_data
 from .device import Runtime
 from .errors import CnnlabError
 from .predict import predict_probs
+from .sizes import as_hw
 
 
 @dataclass
@@ -147,15 +148,12 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, data_dir: str | N
                              train_subset=None, test_subset=None, features_from=None, denoiser=None,
                              input_scaling="standard")
     ds = prepare_data(cfg)
-    want = (run.meta["in_channels"], run.meta["image_size"])
-    got = (ds.in_channels, ds.image_size[0])
-    if ds.is_signal or run.meta.get("length"):  # 1-D signals [C, L]
-        if (ds.in_channels, ds.length) != runs.input_shape(run.meta):
-            raise CnnlabError(f"--data {cfg.data}: signals are {ds.in_channels}x{ds.length} but the model takes "
-                              f"{'x'.join(map(str, runs.input_shape(run.meta)))}")
-    elif got != want or ds.image_size[0] != ds.image_size[1]:
-        raise CnnlabError(f"--data {cfg.data}: images are {got[0]}x{ds.image_size[0]}x{ds.image_size[1]} but the model "
-                          f"takes {want[0]}x{want[1]}x{want[1]}")
+    want = runs.input_shape(run.meta)
+    got = (ds.in_channels, ds.length) if ds.is_signal else (ds.in_channels, *ds.image_size)
+    if got != want:  # (C, H, W) images or (C, L) 1-D signals
+        kind = "signals" if ds.is_signal else "images"
+        raise CnnlabError(f"--data {cfg.data}: {kind} are {'x'.join(map(str, got))} but the model takes "
+                          f"{'x'.join(map(str, want))}")
     if list(ds.classes) != list(run.meta["classes"]):  # the same names in the same order, not just as many
         theirs, ours = list(ds.classes), list(run.meta["classes"])
         diff = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
@@ -220,7 +218,7 @@ def collect_images(paths: list[str]) -> list[tuple[Path, bool]]:
     return files
 
 
-def decode_images(files: list[tuple[Path, bool]], size: int, channels: int) -> tuple[list[Path], torch.Tensor | None]:
+def decode_images(files: list[tuple[Path, bool]], size, channels: int) -> tuple[list[Path], torch.Tensor | None]:
     """Decode images as the training data was; an unreadable file found in a folder is skipped with a
     warning naming it, one the user named explicitly is an error. ``(kept files, uint8 [N,C,H,W] or None)``."""
     import warnings
@@ -240,7 +238,7 @@ def decode_images(files: list[tuple[Path, bool]], size: int, channels: int) -> t
     return kept, (torch.stack(images) if images else None)
 
 
-def read_images(files: list[tuple[Path, bool]], size: int, channels: int) -> tuple[list[Path], torch.Tensor]:
+def read_images(files: list[tuple[Path, bool]], size, channels: int) -> tuple[list[Path], torch.Tensor]:
     """:func:`decode_images` of every file at once; at least one must be readable."""
     kept, images = decode_images(files, size, channels)
     if images is None:
@@ -298,17 +296,21 @@ class Predictor:
     backend: str
     classes: list[str]
     in_channels: int
-    image_size: int
+    image_size: int | list[int] | None  # as meta.json stores it: S (square) or [H, W]; None for signals
     info: dict[str, Any]
     length: int | None = None  # a run on 1-D signals [C, length] (cnnlab.data.signals) takes float32 signals
 
     def probabilities(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of the images the model takes."""
+        return as_hw(self.image_size)
+
     def describe(self) -> dict[str, Any]:
         """What a client needs to know: classes, input shape, where the model comes from."""
-        shape = [self.in_channels, self.length] if self.length else [self.in_channels, self.image_size,
-                                                                     self.image_size]
+        shape = [self.in_channels, self.length] if self.length else [self.in_channels, *self.image_hw]
         return {"source": str(self.source), "backend": self.backend, "classes": list(self.classes),
                 "input": {"dtype": "float32" if self.length else "uint8", "shape": ["batch", *shape]}, **self.info}
 
@@ -398,8 +400,8 @@ class ExportedPredictor(Predictor):
         if tta == "flip" and len(self.meta.get("mean", [])) != self.in_channels:
             raise CnnlabError(f"--tta flip: {self.source.name} normalizes per pixel, so mirrored pixels are not its "
                               f"mirrored input; use the run folder ({self.meta.get('source_run')})")
-        if images.dtype != torch.uint8 or images.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise CnnlabError(f"expected uint8 images [N, {self.in_channels}, {self.image_size}, {self.image_size}], "
+        if images.dtype != torch.uint8 or images.shape[1:] != (self.in_channels, *self.image_hw):
+            raise CnnlabError(f"expected uint8 images [N, {self.in_channels}, {', '.join(map(str, self.image_hw))}], "
                               f"got {images.dtype} {list(images.shape)}")
         out = []
         for chunk in images.split(self.batch_size):
@@ -455,7 +457,7 @@ def iter_predictions(predictor: Predictor, paths: list[str], top_k: int = 5, tta
     files = collect_images(paths)
     seen = 0
     for start in range(0, len(files), batch_size):
-        kept, images = decode_images(files[start:start + batch_size], predictor.image_size, predictor.in_channels)
+        kept, images = decode_images(files[start:start + batch_size], predictor.image_hw, predictor.in_channels)
         if images is None:
             continue
         for f, p in zip(kept, predictor.probabilities(images, tta)):

@@ -7,7 +7,7 @@ shard holds every class, and a small shuffle buffer mixes well when streaming), 
 shards of about ``shard_size_mb`` (:mod:`cnnlab.data.shards` describes the layout).
 
 What is stored:
-- ``image_size=S``: every image decoded, fitted to S x S exactly as the in-memory folder path does
+- ``image_size=S`` (or ``HxW``): every image decoded, fitted to S x S (H x W) exactly as the in-memory folder path does
   (shorter side to S, centre crop) and stored as PNG (lossless: unpacking gives those pixels back);
 - ``keep_size`` (the default for folders): the source file's own bytes, untouched, for decoding
   and augmenting at native resolution when streaming; only the header is read at pack time, so an
@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import CnnlabError, suggest
+from .sizes import as_hw, size_text, size_value
 from .files import atomic_write_text, clean_stale_temp_files
 from .data.shards import FORMAT, MANIFEST, SPLITS, Sample, file_sha256, shard_name, write_manifest, write_shard
 
@@ -39,14 +40,17 @@ STATS_SAMPLE = 1000  # keep_size: the mean/std come from this many seeded traini
 MAX_LISTED = 20
 
 
-def pack(source: str | Path, out: str | Path, shard_size_mb: float = DEFAULT_SHARD_MB, image_size: int | None = None,
+def pack(source: str | Path, out: str | Path, shard_size_mb: float = DEFAULT_SHARD_MB,
+         image_size: int | tuple[int, int] | str | None = None,
          keep_size: bool = False, data_dir: str | Path | None = None, test_split: float = 0.2, seed: int = 0,
          log: Callable[[str], None] = print) -> dict:
     """Pack ``source`` into shards under ``out``; returns the manifest (see the module docstring)."""
     if image_size is not None and keep_size:
         raise CnnlabError("pack: give --image-size S or --keep-size, not both")
-    if image_size is not None and image_size < 4:
-        raise CnnlabError(f"pack: --image-size must be >= 4, got {image_size}")
+    if image_size is not None:  # S or HxW (cnnlab.sizes); the manifest stores S, or [H, W]
+        if min(as_hw(image_size, "pack: --image-size")) < 4:
+            raise CnnlabError(f"pack: --image-size must be >= 4 on each side, got {size_text(image_size)}")
+        image_size = size_value(image_size)
     if not shard_size_mb > 0:
         raise CnnlabError(f"pack: --shard-size must be > 0 (MB), got {shard_size_mb}")
     if not 0 < test_split < 1:
@@ -152,7 +156,7 @@ class _BuiltinSource:
 
     kind = "builtin"
 
-    def __init__(self, name: str, data_dir, image_size: int | None, seed: int):
+    def __init__(self, name: str, data_dir, image_size: int | list[int] | None, seed: int):
         import torch
 
         from .data import load_dataset
@@ -163,7 +167,7 @@ class _BuiltinSource:
         if ds.train_images.dtype != torch.uint8:
             raise CnnlabError(f"pack: dataset {name!r} is not images")
         self.ds, self.classes, self.flip_ok = ds, list(ds.classes), ds.flip_ok
-        self.image_size = ds.image_size[0] if ds.image_size[0] == ds.image_size[1] else None
+        self.image_size = size_value(ds.image_size)
         self.split_info = "the dataset's own train/test splits"
         rng = np.random.default_rng(seed)
         self.order = {s: rng.permutation(len(getattr(ds, f"{s}_labels"))) for s in SPLITS}
@@ -195,7 +199,7 @@ class _FolderSource:
 
     kind = "folder"
 
-    def __init__(self, root: Path, image_size: int | None, test_split: float, seed: int):
+    def __init__(self, root: Path, image_size: int | list[int] | None, test_split: float, seed: int):
         from .data.stream import list_folder
 
         self.root, self.image_size, self.seed = root, image_size, seed
@@ -297,4 +301,4 @@ def describe(manifest: dict[str, Any]) -> str:
     size = manifest["image_size"]
     return (f"{manifest['source']}: {manifest['splits']['train']['count']} train / "
             f"{manifest['splits']['test']['count']} test, {len(manifest['classes'])} classes, "
-            f"{'native size' if size is None else f'{size}x{size}'}, {manifest['channels']} channel(s)")
+            f"{'native size' if size is None else size_text(size)}, {manifest['channels']} channel(s)")

@@ -27,6 +27,7 @@ from typing import Any
 
 from .files import atomic_write_text
 from .errors import CnnlabError
+from .sizes import as_hw, size_value
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
 CHECKPOINT, WEIGHTS, CURVES, CONFUSION = "checkpoint.pt", "model.safetensors", "curves.png", "confusion.png"
@@ -61,7 +62,8 @@ def write_meta(run_dir: Path, cfg: Any, ds: Any, extra: dict[str, Any] | None = 
     """
     write_json(Path(run_dir) / META, {
         "model": cfg.model, "model_options": cfg.model_kwargs(), "dataset": cfg.data, "classes": ds.classes,
-        "in_channels": ds.in_channels, "image_size": None if ds.is_signal else ds.image_size[0],
+        # image_size: S for square images (as every run folder before non-square inputs), else [H, W]
+        "in_channels": ds.in_channels, "image_size": None if ds.is_signal else size_value(ds.image_size),
         **({"length": ds.length} if ds.is_signal else {}),  # 1-D signals [C, L]: length, no image_size
         "mean": list(ds.mean), "std": list(ds.std), "input_scaling": cfg.input_scaling, **(extra or {})})
 
@@ -81,18 +83,35 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
             raise CnnlabError(f"{path}: field {key!r} must be a {kind.__name__}, got {meta.get(key)!r:.60}")
     if not meta["classes"] or not all(isinstance(c, str) for c in meta["classes"]):
         raise CnnlabError(f"{path}: field 'classes' must be a non-empty list of class names")
-    side = meta.get("image_size") if not meta.get("length") else meta.get("length")
-    if not isinstance(side, int) or isinstance(side, bool) or side < 1:
-        raise CnnlabError(f"{path}: field {'length' if meta.get('length') else 'image_size'!r} must be a positive "
-                          f"integer, got {side!r}")
+    if meta.get("length"):
+        side = meta["length"]
+        if not isinstance(side, int) or isinstance(side, bool) or side < 1:
+            raise CnnlabError(f"{path}: field 'length' must be a positive integer, got {side!r}")
+    else:
+        size = meta.get("image_size")
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in size):
+            size = tuple(size)
+        try:
+            ok = isinstance(size, (int, tuple)) and not isinstance(size, bool) and bool(as_hw(size))
+        except CnnlabError:  # a zero or negative side
+            ok = False
+        if not ok:
+            raise CnnlabError(f"{path}: field 'image_size' must be a positive integer or [height, width], "
+                              f"got {meta.get('image_size')!r}")
     return meta
+
+
+def image_hw(meta: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of the images a run's model takes (meta.json holds S for square, [H, W] otherwise)."""
+    return as_hw(meta["image_size"])
 
 
 def input_shape(meta: dict[str, Any]) -> tuple[int, ...]:
     """The shape (no batch) a run's model takes, from its meta.json: (C, H, W) images or (C, L) signals."""
     if meta.get("length"):
         return meta["in_channels"], meta["length"]
-    return meta["in_channels"], meta["image_size"], meta["image_size"]
+    return (meta["in_channels"], *image_hw(meta))
 
 
 def load_model(run_dir: Path, meta: dict[str, Any] | None = None):

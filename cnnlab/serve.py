@@ -117,7 +117,7 @@ def decode_upload(data: bytes, name: str, predictor: "Predictor", max_pixels: in
         f.write(data)
         f.flush()
         try:
-            return load_image(f.name, predictor.image_size, predictor.in_channels)
+            return load_image(f.name, predictor.image_hw, predictor.in_channels)
         except CnnlabError as e:
             raise RequestError(422, f"{name}: {str(e).split(': ', 1)[-1]}") from None
 
@@ -144,18 +144,18 @@ def images_from_json(payload: Any, predictor: "Predictor", max_images: int) -> t
             raise RequestError(422, "JSON body needs images: [IMAGE, ...] (each [C, H, W] pixel values 0..255)")
     else:
         items = payload
-    c, s = predictor.in_channels, predictor.image_size
-    want = f"[{c}, {s}, {s}]" + (f" or [{s}, {s}]" if c == 1 else "")
+    c, (h, w) = predictor.in_channels, predictor.image_hw
+    want = f"[{c}, {h}, {w}]" + (f" or [{h}, {w}]" if c == 1 else "")
     try:
         array = np.asarray(items)
     except ValueError:  # ragged nesting
         raise RequestError(422, f"images must be rectangular arrays of shape {want}") from None
-    if array.ndim in (2, 3) and array.shape[-2:] == (s, s) and (array.ndim == 3 and array.shape[0] == c
+    if array.ndim in (2, 3) and array.shape[-2:] == (h, w) and (array.ndim == 3 and array.shape[0] == c
                                                                  or array.ndim == 2 and c == 1):
         array = array[None]  # one bare image
     if array.ndim == 3 and c == 1:
         array = array[:, None]
-    if array.ndim != 4 or array.shape[1:] != (c, s, s):
+    if array.ndim != 4 or array.shape[1:] != (c, h, w):
         raise RequestError(422, f"each image must have shape {want} (the model's input; decode and resize it "
                                 f"first, or upload the file), got array of shape {list(array.shape)}")
     if len(array) == 0:
@@ -316,7 +316,7 @@ def serve(source: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
         raise
     bound = sock.getsockname()[1]
     print(f"serving {predictor.source} ({predictor.backend}, {len(predictor.classes)} classes, input "
-          f"{predictor.in_channels}x{predictor.image_size}x{predictor.image_size}) on http://{host}:{bound}/ "
+          f"{predictor.in_channels}x{'x'.join(map(str, predictor.image_hw))}) on http://{host}:{bound}/ "
           f"(Ctrl-C stops)", flush=True)
     # connections beyond the admission gate's capacity (plus some for /health, /model and the page) get uvicorn's
     # 503 before their body is read, which bounds the memory that request bodies can take

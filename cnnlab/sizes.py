@@ -13,6 +13,7 @@ through these two. This module imports no torch: the config and ``cnnlab --help`
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from .errors import CnnlabError
@@ -25,19 +26,20 @@ def as_hw(size: Any, what: str = "image size") -> tuple[int, int]:
     parts: list[Any]
     if isinstance(size, bool):
         parts = []
-    elif isinstance(size, int):
-        parts = [size, size]
+    elif isinstance(size, numbers.Integral):
+        parts = [int(size), int(size)]
     elif isinstance(size, str):
-        text = size.strip().lower().replace("x", " ").replace(",", " ")
-        parts = text.split()
-        if len(parts) == 1:
+        text = size.strip().lower()
+        parts = text.replace("x", " ").replace(",", " ").split()
+        if len(parts) == 1 and text == parts[0]:  # "32", but not "32x"
             parts = parts * 2
     elif isinstance(size, (tuple, list)) and len(size) in (1, 2):
         parts = list(size) * (2 if len(size) == 1 else 1)
     else:
         parts = []
     try:
-        if len(parts) != 2 or any(isinstance(p, (bool, float)) for p in parts):
+        if len(parts) != 2 or any(isinstance(p, (bool, float)) or not isinstance(p, (str, numbers.Integral))
+                                  for p in parts):
             raise ValueError
         h, w = (int(p) for p in parts)
     except (TypeError, ValueError):
@@ -59,6 +61,8 @@ def size_text(size: Any) -> str:
     return f"{h}x{w}"
 
 
-def is_square(size: Any) -> bool:
+def loader_size(size: Any) -> int | tuple[int, int]:
+    """The ``size`` option a dataset loader or model builder gets: ``S`` when square (what they have always
+    taken), ``(H, W)`` otherwise."""
     h, w = as_hw(size)
-    return h == w
+    return h if h == w else (h, w)

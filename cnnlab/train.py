@@ -263,23 +263,22 @@ def build_model(cfg: TrainConfig, ds: ArrayDataset, runtime: Runtime) -> torch.n
         return build_for_signals(cfg.model, ds.num_classes, ds.in_channels, ds.length, cfg.model_kwargs(),
                                  runtime.device)
     c, (h, w) = ds.in_channels, ds.image_size
-    if h != w:
-        raise CnnlabError(f"{cfg.data}: images are {h}x{w}; models take square inputs (set --image-size)")
-    model = create_model(cfg.model, ds.num_classes, c, image_size=h, **cfg.model_kwargs())
-    check_model_input(model, cfg.model, c, h)
+    model = create_model(cfg.model, ds.num_classes, c, image_size=(h, w), **cfg.model_kwargs())
+    check_model_input(model, cfg.model, c, (h, w))
     model = model.to(runtime.device)
     return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
 
 
-def check_model_input(model: torch.nn.Module, name: str, channels: int, side: int) -> None:
+def check_model_input(model: torch.nn.Module, name: str, channels: int, size: tuple[int, int]) -> None:
     """One tiny forward pass so a shape mismatch is reported clearly before training starts."""
+    h, w = size
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(2, channels, side, side))
+            model(torch.zeros(2, channels, h, w))
     except RuntimeError as e:
-        raise CnnlabError(f"model {name!r} cannot take {channels}x{side}x{side} inputs "
+        raise CnnlabError(f"model {name!r} cannot take {channels}x{h}x{w} inputs "
                           f"({str(e).splitlines()[0]}); try --image-size") from None
     finally:
         model.train(was_training)

@@ -41,6 +41,7 @@ from .data.base import ArrayDataset
 from .data.loader import per_channel_or_element
 from .data.scaling import as_unit_float, fit_scaling
 from .errors import CnnlabError
+from .sizes import size_value
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -243,7 +244,8 @@ def encode_dataset(cfg: "TrainConfig", ds: ArrayDataset, runtime: "Runtime", run
                                                             if k in ("evaluated_on", "validation")}},
                          val_images=val_codes, val_labels=ds.val_labels if ds.num_val else None)
     record = {"autoencoder": autoencoder.record(run_dir), "denoiser": denoiser.record(run_dir) if denoiser else None,
-              "code_size": d, "input": {"in_channels": shape[0], "image_size": shape[1]},
+              "code_size": d, "input": {"in_channels": shape[0],
+                                        "image_size": size_value(shape[1:]) if len(shape) == 3 else shape[1]},
               "encode_seconds": seconds}
     return codes, record
 

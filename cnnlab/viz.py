@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import CnnlabError, suggest
+from . import runs
 
 MAX_MAPS = 64
 
@@ -93,7 +94,7 @@ def show_features(run_dir: str | Path, image_path: str | Path, layer: str, out: 
     from .inference import load_run, read_images
 
     run = load_run(run_dir, device)
-    _, images = read_images([(Path(image_path), True)], run.meta["image_size"], run.meta["in_channels"])
+    _, images = read_images([(Path(image_path), True)], runs.image_hw(run.meta), run.meta["in_channels"])
     shape = (1, -1, 1, 1)
     mean = torch.as_tensor(run.meta["mean"], dtype=torch.float32, device=run.device).view(shape)
     std = torch.as_tensor(run.meta["std"], dtype=torch.float32, device=run.device).view(shape)

@@ -96,7 +96,7 @@ def test_resume_continues_interrupted_run(tmp_path):
     (["train", "--data", "folder", "--data-dir", "no/such/dir"], "no/such/dir"),
     (["train", "--data", "mnist", "--data-dir", "{tmp}", "--no-download"], "mnist"),
     (["train", "--data", "synthetic", "--model", "mlp", "--model-options", "colour=1"], "no option 'colour'"),
-    (["train", "--data", "digits", "--model", "lenet5"], "needs an input side >= 16, got 8"),
+    (["train", "--data", "digits", "--model", "lenet5"], "needs each input side >= 16, got 8"),
     (["train", "--data", "digits", "--precision", "fp8"], "precision must be one of"),
     (["eval", "no/such/run"], "no/such/run: run folder not found"),
     (["predict", "no/such/run", "x.png"], "no/such/run: run folder not found"),

@@ -10,15 +10,16 @@ from cnnlab.study import estimate
 
 
 def test_dataset_facts_read_the_registry_numbers():
-    assert estimate.dataset_facts(TrainConfig.from_dict({"data": "digits"})) == (1347, 450, 1, 8, 10)
+    assert estimate.dataset_facts(TrainConfig.from_dict({"data": "digits"})) == (1347, 450, 1, (8, 8), 10)
     # the run's own subset, size and channels win over the dataset's
     cfg = TrainConfig.from_dict({"data": "digits", "train_subset": 100, "image_size": 16, "channels": 3})
-    assert estimate.dataset_facts(cfg) == (100, 450, 3, 16, 10)
+    assert estimate.dataset_facts(cfg) == (100, 450, 3, (16, 16), 10)
+    assert estimate.dataset_facts(cfg.replace(image_size=[16, 24]))[3] == (16, 24)  # (H, W)
 
 
 def test_folder_dataset_has_no_size_and_no_estimate(tmp_path):
     facts = estimate.dataset_facts(TrainConfig.from_dict({"data": "folder", "train_subset": 50}))
-    assert facts == (None, None, estimate.FALLBACK_CHANNELS, estimate.FALLBACK_SIZE, estimate.FALLBACK_CLASSES)
+    assert facts == (None, None, estimate.FALLBACK_CHANNELS, (estimate.FALLBACK_SIZE,) * 2, estimate.FALLBACK_CLASSES)
     spec = study.parse_spec({"base": {"data": "folder", "model": "mlp", "model_options": {"hidden": [8]}}})
     plan = study.plan_study(spec, "smoke", out=tmp_path, threads=1)
     lines: list[str] = []

@@ -11,7 +11,7 @@ Preprocessing (shared with ``cnnlab predict`` through :func:`load_image`):
 2. convert to 8 bits: grey sources (1-bit, L, 16-bit integer taken as 0..65535,
    float taken as 0..1) to L, everything else to RGB; transparent pixels are
    composited over white;
-3. resize the shorter side to ``size`` and centre-crop to ``size`` x ``size``
+3. resize to cover ``size`` (a side S, or H x W: :mod:`cnnlab.sizes`) and centre-crop to it
    (bilinear, antialiased: the aspect ratio is kept, the borders of the longer side
    are cut);
 4. convert to the requested channels (grey to RGB repeats the plane; RGB to grey
@@ -32,6 +32,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import CnnlabError
+from ..sizes import as_hw, size_value
 from .base import ArrayDataset, DatasetSpec, channel_stats, register_dataset
 
 IMAGE_EXTENSIONS = frozenset({".bmp", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff"})
@@ -41,8 +42,9 @@ SPLIT_FOLDERS = ("train", "test", "val")  # a DIR holding only these is already 
 MAX_LISTED = 20  # skipped files named in the warning; all of them are in dataset.extra["skipped"]
 
 
-def load_image(path: str | Path, size: int = DEFAULT_SIZE, channels: int = 3) -> torch.Tensor:
-    """One image file as a uint8 tensor [channels, size, size], preprocessed exactly as in training."""
+def load_image(path: str | Path, size: int | tuple[int, int] = DEFAULT_SIZE, channels: int = 3) -> torch.Tensor:
+    """One image file as a uint8 tensor [channels, H, W] (``size`` S or (H, W)), preprocessed exactly as in
+    training."""
     try:
         array = _decode(Path(path), size, channels)
     except Exception as e:  # noqa: BLE001  Pillow's decoders raise many types for a bad file
@@ -50,13 +52,20 @@ def load_image(path: str | Path, size: int = DEFAULT_SIZE, channels: int = 3) ->
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _decode(path: Path, size: int, channels: int | None) -> np.ndarray:
-    """Steps 1-4 of the module docstring; returns uint8 [size, size, C] (C natural when channels is None)."""
+def _decode(path: Path, size, channels: int | None) -> np.ndarray:
+    """Steps 1-4 of the module docstring; returns uint8 [H, W, C] (C natural when channels is None)."""
+    h, w = as_hw(size)
     with Image.open(path) as img:
-        img.draft(img.mode, (size, size))  # JPEG only: decode at 1/2..1/8 scale, never below size
+        img.draft(img.mode, (w, h))  # JPEG only: decode at 1/2..1/8 scale, never below size (Pillow: width first)
         img.load()  # decode now, inside the caller's error handling (truncated files fail here)
-        img = _to_l_or_rgb(ImageOps.exif_transpose(img))
-    img = ImageOps.fit(img, (size, size), RESAMPLE)
+        return fit_image(img, (h, w), channels)
+
+
+def fit_image(img: Image.Image, size, channels: int | None) -> np.ndarray:
+    """Steps 1-4 on a decoded Pillow image (EXIF orientation, 8 bits, fit to ``size``, channels):
+    uint8 [H, W, C]. The one preprocessing of training, ``cnnlab predict`` and the Python API."""
+    h, w = as_hw(size)
+    img = ImageOps.fit(_to_l_or_rgb(ImageOps.exif_transpose(img)), (w, h), RESAMPLE)  # Pillow sizes: width first
     if channels is not None:
         img = img.convert("L" if channels == 1 else "RGB")
     array = np.array(img)  # a writable copy, so torch can share it
@@ -89,7 +98,7 @@ def _describe(e: Exception) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
-def _try_decode(path: Path, size: int, channels: int | None) -> np.ndarray | str:
+def _try_decode(path: Path, size, channels: int | None) -> np.ndarray | str:
     """The decoded image, or the reason it could not be read."""
     try:
         return _decode(path, size, channels)
@@ -168,7 +177,7 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return {d.name: d for d in subdirs}
 
 
-def _read_class(class_dir: Path, size: int, channels: int | None, strict: bool, pool: ThreadPoolExecutor,
+def _read_class(class_dir: Path, size, channels: int | None, strict: bool, pool: ThreadPoolExecutor,
                 listed: dict[Path, list[Path]]) -> tuple[list[np.ndarray], list[Path], list[tuple[Path, str]]]:
     """Decode one class folder (its files as ``listed``): (images, their paths, (path, reason) of unreadable
     files)."""
@@ -212,10 +221,10 @@ class _Split:
         self.paths += paths
         self.labels += [label] * len(images)
 
-    def tensors(self, channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensors(self, channels: int, size) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, C, H, W] uint8 and [N] int64; grey images are repeated to 3 channels in a colour dataset."""
         if not self.images:
-            return torch.empty(0, channels, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
+            return torch.empty(0, channels, *as_hw(size), dtype=torch.uint8), torch.empty(0, dtype=torch.int64)
         arrays = [np.repeat(a, channels, axis=2) if a.shape[2] != channels else a for a in self.images]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(self.labels, dtype=torch.int64)
@@ -266,12 +275,12 @@ def presplit_classes(presplit: tuple[Path, Path]) -> tuple[dict[str, Path], dict
     return train_dirs, eval_dirs, sorted(train_dirs)
 
 
-def load_folder(data_dir: str | Path | None, download: bool = True, size: int | None = DEFAULT_SIZE,
+def load_folder(data_dir: str | Path | None, download: bool = True, size: int | tuple[int, int] | None = DEFAULT_SIZE,
                 channels: int | None = None, test_split: float = 0.2, strict: bool = False,
                 seed: int = 0) -> ArrayDataset:
     """Load ``DIR/<class>/<images>`` into memory (see the module docstring for layout and preprocessing).
 
-    ``size``: side of the square images (None: 32). ``channels``: 1, 3 or None
+    ``size``: side S of square images or (H, W) (None: 32). ``channels``: 1, 3 or None
     (RGB if any image is colour). ``test_split``: fraction of each class held out as
     the test split, chosen with ``seed`` (unused for a DIR with train/ and test/).
     ``strict``: raise on an unreadable image instead of skipping it with a warning.
@@ -279,8 +288,7 @@ def load_folder(data_dir: str | Path | None, download: bool = True, size: int | 
     """
     root = _check_root(data_dir)
     size = DEFAULT_SIZE if size is None else size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise CnnlabError(f"folder dataset: size (--image-size) must be a positive integer, got {size!r}")
+    size = size_value(as_hw(size, "folder dataset: size (--image-size)"))
     if channels not in (None, 1, 3):
         raise CnnlabError(f"folder dataset: channels must be 1, 3 or None, got {channels!r}")
     presplit = _presplit_folders(root)

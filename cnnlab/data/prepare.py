@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..errors import CnnlabError
 from ..registry import accepted_options, check_options
+from ..sizes import as_hw, loader_size, size_text
 from .base import DATASETS, ArrayDataset, channel_stats, load_dataset
 from .scaling import fit_scaling, parse_scaling
 from .split import split_validation
@@ -31,7 +32,7 @@ def prepare_data(cfg: "TrainConfig") -> ArrayDataset:
     accepted = accepted_options(spec.load)
     # The run's seed picks the folder dataset's validation split (as in a seeded random split),
     # but never regenerates `synthetic`, whose images stay fixed across seeds.
-    wanted = {"size": cfg.image_size, "channels": cfg.channels, "test_split": cfg.test_split,
+    wanted = {"size": None if cfg.image_size is None else loader_size(cfg.image_size), "channels": cfg.channels, "test_split": cfg.test_split,
               "strict": cfg.strict, "seed": cfg.seed if cfg.data == "folder" else None}
     options = {k: v for k, v in wanted.items() if v is not None and (accepted is None or k in accepted)}
     options.update(cfg.data_options)
@@ -61,50 +62,53 @@ def prepare_data(cfg: "TrainConfig") -> ArrayDataset:
     return ds
 
 
-def convert_images(x: torch.Tensor, size: int | None, channels: int | None) -> torch.Tensor:
-    """Resize (bilinear, antialiased) and convert grey<->RGB a uint8 batch, once, in chunks."""
+def convert_images(x: torch.Tensor, size, channels: int | None) -> torch.Tensor:
+    """Resize to ``size`` (S or (H, W); bilinear, antialiased) and convert grey<->RGB a uint8 batch, once,
+    in chunks."""
     if channels is not None and x.shape[1] != channels:
         if channels == 3:
             x = x.expand(-1, 3, -1, -1).contiguous()
         else:  # ITU-R 601 luma, as Pillow's convert("L")
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    if size is not None and tuple(x.shape[2:]) != (size, size):
-        per_image = 4 * x.shape[1] * max(size * size, x.shape[2] * x.shape[3])  # float bytes, in or out
+    if size is not None and tuple(x.shape[2:]) != as_hw(size):
+        h, w = as_hw(size)
+        per_image = 4 * x.shape[1] * max(h * w, x.shape[2] * x.shape[3])  # float bytes, in or out
         chunk = max(1, min(4096, (256 << 20) // per_image))  # float work space stays near 256 MB
-        out = [F.interpolate(c.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out = [F.interpolate(c.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
                for c in x.split(chunk)]
         x = torch.cat(out).round().clamp(0, 255).to(torch.uint8)
     return x
 
 
-def convert_dataset(ds: ArrayDataset, size: int | None, channels: int | None) -> ArrayDataset:
+def convert_dataset(ds: ArrayDataset, size, channels: int | None) -> ArrayDataset:
     if ds.is_signal:  # 1-D signals are resampled by their loader (length=N), never resized as images
         if size is not None or (channels is not None and channels != ds.in_channels):
             raise CnnlabError(f"{ds.name}: --image-size and --channels apply to images; {ds.name} holds 1-D signals "
                               f"({ds.in_channels}x{ds.length}): resample them with --data-options length=N")
         return ds
-    if (size is None or ds.image_size == (size, size)) and (channels is None or ds.in_channels == channels):
+    if (size is None or ds.image_size == as_hw(size)) and (channels is None or ds.in_channels == channels):
         return ds
     check_fits_in_memory(len(ds.train_labels) + len(ds.test_labels), channels or ds.in_channels,
-                         size or ds.image_size[0], ds.name)
+                         ds.image_size if size is None else size, ds.name)
     ds.train_images = convert_images(ds.train_images, size, channels)
     ds.test_images = convert_images(ds.test_images, size, channels)
     ds.mean, ds.std = channel_stats(ds.train_images)
     return ds
 
 
-def check_fits_in_memory(n: int, channels: int, side: int, name: str) -> None:
+def check_fits_in_memory(n: int, channels: int, size, name: str) -> None:
     """Refuse a resize whose uint8 result alone would fill this machine's memory (``--image-size
     4096`` on 70,000 digits asks for 1.2 TB) with one line, instead of a failed allocation mid-way."""
-    need = n * channels * side * side
+    h, w = as_hw(size)
+    need = n * channels * h * w
     try:
         have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: no figure to compare with
         return
     if need > 0.5 * have:  # half: training needs room besides the images (batches, the model, a float copy)
-        raise CnnlabError(f"--image-size {side}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as {channels}x"
-                          f"{side}x{side} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
+        raise CnnlabError(f"--image-size {size_text(size)}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as "
+                          f"{channels}x{h}x{w} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
                           "smaller --image-size")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
+from ..sizes import as_hw, size_value
 from ..files import atomic_path, atomic_write_text
 from .base import ArrayDataset, DatasetSpec, register_dataset
 
@@ -195,11 +196,12 @@ def decode_bytes(data: bytes, size: int, channels: int) -> np.ndarray:
     return _decode(io.BytesIO(data), size, channels)  # type: ignore[arg-type]
 
 
-def load_split(root: Path, manifest: dict, split: str, size: int, channels: int,
+def load_split(root: Path, manifest: dict, split: str, size, channels: int,
                limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode (the first ``limit`` samples of) one split into uint8 [N, C, size, size] and labels [N]."""
+    """Decode (the first ``limit`` samples of) one split into uint8 [N, C, H, W] (``size`` S or (H, W)) and
+    labels [N]."""
     n = split_count(manifest, split) if limit is None else min(limit, split_count(manifest, split))
-    x = torch.empty(n, channels, size, size, dtype=torch.uint8)
+    x = torch.empty(n, channels, *as_hw(size), dtype=torch.uint8)
     y = torch.empty(n, dtype=torch.int64)
     i = 0
     for entry in manifest["splits"][split]["shards"]:
@@ -217,17 +219,17 @@ def load_split(root: Path, manifest: dict, split: str, size: int, channels: int,
     return x, y
 
 
-def load_shards(data_dir: Path | None, download: bool = True, size: int | None = None,
+def load_shards(data_dir: Path | None, download: bool = True, size: int | tuple[int, int] | None = None,
                 channels: int | None = None) -> ArrayDataset:
     """A packed folder decoded into memory (the fast path where it fits; ``--data-path stream`` reads
-    the shards through worker processes instead). ``size``: the square side (default: the size it was
+    the shards through worker processes instead). ``size``: S or (H, W) (default: the size it was
     packed at, else 32 as for a folder); ``channels``: as packed unless given."""
     from .folder import DEFAULT_SIZE
 
     if data_dir is None:
         raise CnnlabError("shards dataset: needs --data-dir DIR, a folder written by `cnnlab pack`")
     manifest = read_manifest(data_dir)
-    size = size or manifest.get("image_size") or DEFAULT_SIZE
+    size = size_value(size or manifest.get("image_size") or DEFAULT_SIZE)
     channels = channels or manifest["channels"]
     tr_x, tr_y = load_split(Path(data_dir), manifest, "train", size, channels)
     te_x, te_y = load_split(Path(data_dir), manifest, "test", size, channels)

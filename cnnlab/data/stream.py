@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import CnnlabError
+from ..sizes import as_hw, size_value
 from .augment import AugmentConfig
 from .base import ArrayDataset
 from .loader import to_model_input
@@ -193,27 +194,31 @@ def buffer_shuffle(ids: np.ndarray, buffer: int, rng: np.random.Generator) -> np
 # --------------------------------------------------------------------------- decoding in the workers
 
 
-def random_resized_crop_box(w: int, h: int, scale_min: float, rng: np.random.Generator) -> tuple[float, ...]:
+def random_resized_crop_box(w: int, h: int, scale_min: float, rng: np.random.Generator,
+                            out_aspect: float = 1.0) -> tuple[float, ...]:
     """torchvision's RandomResizedCrop parameters: an area fraction in [scale_min, 1] and an aspect ratio
-    in [3/4, 4/3] (log-uniform), 10 tries, else the central crop. ``scale_min >= 1``: the central square
-    (the in-memory path's fit, no randomness)."""
+    in [3/4, 4/3] (log-uniform) times the output's width/height ``out_aspect`` (so a non-square output is
+    not squashed on average; for a square output this is torchvision's rule), 10 tries, else the largest
+    central crop of the output's aspect. ``scale_min >= 1``: that central crop (the in-memory path's
+    fit, no randomness)."""
     if scale_min < 1:
         area = w * h
         for _ in range(10):
             target = area * rng.uniform(scale_min, 1.0)
-            aspect = math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
+            aspect = out_aspect * math.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1])))
             cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
             if 0 < cw <= w and 0 < ch <= h:
                 top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
                 return left, top, left + cw, top + ch
-    side = min(w, h)
-    left, top = (w - side) / 2, (h - side) / 2
-    return left, top, left + side, top + side
+    cw, ch = (h * out_aspect, h) if w > h * out_aspect else (w, w / out_aspect)
+    left, top = (w - cw) / 2, (h - ch) / 2
+    return left, top, left + cw, top + ch
 
 
-def decode_augment(data: bytes, size: int, channels: int, scale_min: float, flip: bool,
+def decode_augment(data: bytes, size: tuple[int, int], channels: int, scale_min: float, flip: bool,
                    rng: np.random.Generator) -> np.ndarray:
-    """Encoded bytes -> uint8 [size, size, C]: decode at native resolution, random-resized crop, flip."""
+    """Encoded bytes -> uint8 [H, W, C] (``size`` = (H, W)): decode at native resolution, random-resized
+    crop, flip."""
     from PIL import Image, ImageOps
 
     from .folder import RESAMPLE, _to_l_or_rgb
@@ -222,8 +227,9 @@ def decode_augment(data: bytes, size: int, channels: int, scale_min: float, flip
         img.load()
         img = _to_l_or_rgb(ImageOps.exif_transpose(img))
     img = img.convert("L" if channels == 1 else "RGB")
-    box = random_resized_crop_box(img.width, img.height, scale_min, rng)
-    img = img.resize((size, size), RESAMPLE, box=box)  # crop + antialiased resize in one pass
+    out_h, out_w = size
+    box = random_resized_crop_box(img.width, img.height, scale_min, rng, out_w / out_h)
+    img = img.resize((out_w, out_h), RESAMPLE, box=box)  # crop + antialiased resize in one pass (Pillow: w, h)
     if flip and rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     a = np.asarray(img)
@@ -234,7 +240,7 @@ class StreamBatches(torch.utils.data.IterableDataset):
     """What a DataLoader worker runs: the batches of one epoch assigned to it, decoded and augmented."""
 
     def __init__(self, index: SampleIndex, order: np.ndarray, batch_size: int, num_batches: int, skip: int,
-                 size: int, channels: int, scale_min: float, flip: bool, seed: tuple[int, ...]):
+                 size: tuple[int, int], channels: int, scale_min: float, flip: bool, seed: tuple[int, ...]):
         self.index, self.order, self.batch_size = index, order, batch_size
         self.num_batches, self.skip = num_batches, skip
         self.size, self.channels, self.scale_min, self.flip, self.seed = size, channels, scale_min, flip, seed
@@ -256,7 +262,7 @@ class StreamBatches(torch.utils.data.IterableDataset):
     def decode_batch(self, j: int, handles: dict) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.batch_ids(j)
         rng = np.random.default_rng([*self.seed, j])
-        x = np.empty((len(ids), self.size, self.size, self.channels), dtype=np.uint8)
+        x = np.empty((len(ids), *self.size, self.channels), dtype=np.uint8)
         for k, i in enumerate(ids):
             try:
                 x[k] = decode_augment(self.index.read(int(i), handles), self.size, self.channels, self.scale_min,
@@ -274,11 +280,11 @@ class StreamLoader:
     """Batches of (inputs, labels) from a :class:`SampleIndex`, with the interface of
     :class:`cnnlab.data.loader.BatchLoader` plus :meth:`set_epoch` (which epoch, and where in it)."""
 
-    def __init__(self, index: SampleIndex, batch_size: int, size: int, channels: int, mean, std,
+    def __init__(self, index: SampleIndex, batch_size: int, size: int | tuple[int, int], channels: int, mean, std,
                  device: torch.device | str = "cpu", augment: AugmentConfig | None = None, scale_min: float = 0.08,
                  channels_last: bool = False, rank: int = 0, world_size: int = 1, workers: int = 2, seed: int = 0,
                  prefetch: int = 2):
-        self.index, self.batch_size, self.size, self.channels = index, int(batch_size), size, channels
+        self.index, self.batch_size, self.size, self.channels = index, int(batch_size), as_hw(size), channels
         self.device = torch.device(device)
         self.flip = bool(augment and augment.flip)
         # the flip happens in the workers; the rest of the batch augmentations (if any) after them
@@ -344,8 +350,10 @@ def total_memory() -> int:
         return 8 << 30
 
 
-def in_memory_bytes(num_images: int, channels: int, size: int) -> int:
-    return num_images * channels * size * size
+def in_memory_bytes(num_images: int, channels: int, size) -> int:
+    """Bytes of ``num_images`` decoded uint8 images of ``size`` (S or (H, W))."""
+    h, w = as_hw(size)
+    return num_images * channels * h * w
 
 
 def choose_data_path(cfg: "TrainConfig") -> str:
@@ -363,8 +371,8 @@ def choose_data_path(cfg: "TrainConfig") -> str:
     return "stream" if in_memory_bytes(count, channels, size) > MEMORY_FRACTION * total_memory() else "memory"
 
 
-def _size_of(cfg: "TrainConfig") -> tuple[int, int, int]:
-    """(images in both splits, channels, side) the in-memory path would decode."""
+def _size_of(cfg: "TrainConfig") -> tuple[int, int, int | list[int]]:
+    """(images in both splits, channels, size) the in-memory path would decode."""
     from .folder import DEFAULT_SIZE
     from .shards import read_manifest
 
@@ -396,7 +404,7 @@ class Stream:
 
     dataset: ArrayDataset
     index: SampleIndex
-    size: int
+    size: tuple[int, int]  # (H, W)
     channels: int
 
     def loader(self, cfg: "TrainConfig", device, augment: AugmentConfig, dist_info: "DistInfo") -> StreamLoader:
@@ -422,7 +430,7 @@ def open_stream(cfg: "TrainConfig", rank: int = 0, world: int = 1) -> Stream:
         from .shards import load_split, read_manifest
 
         m = read_manifest(root)
-        size, channels = cfg.image_size or m.get("image_size") or DEFAULT_SIZE, cfg.channels or m["channels"]
+        size, channels = as_hw(cfg.image_size or m.get("image_size") or DEFAULT_SIZE), cfg.channels or m["channels"]
         index = index_shards(root, m["splits"]["train"]["shards"], cfg.train_subset, rank, world)
         te_x, te_y = load_split(root, m, "test", size, channels, cfg.test_subset)
         classes, mean, std, flip_ok = list(m["classes"]), tuple(m["mean"]), tuple(m["std"]), m.get("flip_ok", True)
@@ -434,7 +442,7 @@ def open_stream(cfg: "TrainConfig", rank: int = 0, world: int = 1) -> Stream:
         if cfg.train_subset is not None:
             paths, labels = paths[: cfg.train_subset], labels[: cfg.train_subset]
         index = SampleIndex("folder", list(paths), labels)
-        size = cfg.image_size or DEFAULT_SIZE
+        size = as_hw(cfg.image_size or DEFAULT_SIZE)
         channels = cfg.channels or _folder_channels(paths, cfg.seed)
         te_paths, te_y = listing.splits["test"]
         te_paths, te_y = te_paths[: cfg.test_subset], torch.from_numpy(te_y[: cfg.test_subset])
@@ -445,9 +453,9 @@ def open_stream(cfg: "TrainConfig", rank: int = 0, world: int = 1) -> Stream:
     if total == 0:
         raise CnnlabError(f"{root}: no training images to stream")
     c = channels
-    empty = torch.empty(0, c, size, size, dtype=torch.uint8)
+    empty = torch.empty(0, c, *size, dtype=torch.uint8)
     ds = StreamedDataset(cfg.data, empty, torch.empty(0, dtype=torch.int64), te_x, te_y, classes, mean, std,
-                      flip_ok=bool(flip_ok), extra={"root": str(root), "image_size": size, "channels": c,
+                      flip_ok=bool(flip_ok), extra={"root": str(root), "image_size": size_value(size), "channels": c,
                                                     "streamed": total, "evaluated_on": "test split"})
     return Stream(ds, index, size, channels)
 
@@ -468,15 +476,15 @@ def _folder_channels(paths: list[Path], seed: int) -> int:
     return 1
 
 
-def _decode_files(paths: list[Path], size: int, channels: int) -> torch.Tensor:
+def _decode_files(paths: list[Path], size: tuple[int, int], channels: int) -> torch.Tensor:
     from .folder import load_image
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         images = list(pool.map(lambda p: load_image(p, size, channels), paths))
-    return torch.stack(images) if images else torch.empty(0, channels, size, size, dtype=torch.uint8)
+    return torch.stack(images) if images else torch.empty(0, channels, *size, dtype=torch.uint8)
 
 
-def _sample_stats(index: SampleIndex, size: int, channels: int, seed: int) -> tuple[tuple, tuple]:
+def _sample_stats(index: SampleIndex, size: tuple[int, int], channels: int, seed: int) -> tuple[tuple, tuple]:
     """Per-channel mean/std of a seeded sample of training images, fitted (no augmentation)."""
     pick = np.random.default_rng(seed).permutation(len(index))[:STATS_SAMPLE]
     handles: dict = {}

@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..errors import CnnlabError
 from ..runs import SUMMARY
 from ..selection import planned_epochs
+from ..sizes import as_hw
 from .metrics import format_seconds
 from .plan import Plan, PlannedRun, run_status
 
@@ -25,21 +26,21 @@ FALLBACK_CHANNELS, FALLBACK_SIZE, FALLBACK_CLASSES = 3, 32, 10
 MAX_LISTED_RUNS = 200
 
 
-def dataset_facts(cfg: TrainConfig) -> tuple[int | None, int | None, int, int, int]:
-    """(train images, test images, channels, side, classes) of a run, from the registry, without loading."""
+def dataset_facts(cfg: TrainConfig) -> tuple[int | None, int | None, int, tuple[int, int], int]:
+    """(train images, test images, channels, (H, W), classes) of a run, from the registry, without loading."""
     from ..data import DATASETS
 
     spec = DATASETS.get(cfg.data)
     n_train, n_test = spec.train_size, spec.test_size
     c = cfg.channels or spec.channels or FALLBACK_CHANNELS
-    side = cfg.image_size or spec.size or FALLBACK_SIZE
+    side = as_hw(cfg.image_size or spec.size or FALLBACK_SIZE)  # (H, W)
     classes = spec.num_classes or FALLBACK_CLASSES
     if n_train is not None and cfg.train_subset:
         n_train = min(n_train, cfg.train_subset)
     return n_train, n_test, c, side, classes
 
 
-def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, threads: int,
+def _seconds_per_image(cfg: TrainConfig, c: int, side: tuple[int, int], classes: int, threads: int,
                        cache: dict[Any, float]) -> float:
     """Measure a few CPU/GPU training steps of the model at the run's input size (cached per model)."""
     import torch
@@ -58,7 +59,7 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
         model = create_model(cfg.model, classes, c, image_size=side, **cfg.model_kwargs()).to(device)
         model.train()
         b = max(2, min(cfg.batch_size, 16))
-        x = torch.randn(b, c, side, side, device=device)
+        x = torch.randn(b, c, *side, device=device)
         y = torch.randint(0, classes, (b,), device=device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
@@ -82,7 +83,7 @@ def _seconds_per_image(cfg: TrainConfig, c: int, side: int, classes: int, thread
     except CnnlabError:
         raise
     except Exception as e:  # noqa: BLE001 - a bad shape is a config problem of that variant
-        raise CnnlabError(f"model {cfg.model!r} with {cfg.model_kwargs()} on {c}x{side}x{side}: "
+        raise CnnlabError(f"model {cfg.model!r} with {cfg.model_kwargs()} on {c}x{side[0]}x{side[1]}: "
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     finally:
         torch.set_num_threads(old)
@@ -103,7 +104,7 @@ def estimate_run(cfg: TrainConfig, threads: int, cache: dict[Any, float]) -> flo
     """Seconds one run takes (training plus its evaluations), or None when the data size is unknown."""
     n_train, n_test, c, side, classes = dataset_facts(cfg)
     if cfg.features_from:  # a two-stage run trains on codes [D, 1, 1] (encoding them once is cheap)
-        c, side = code_size(cfg.features_from), 1
+        c, side = code_size(cfg.features_from), (1, 1)
     per = _seconds_per_image(cfg, c, side, classes, threads, cache)
     if n_train is None:
         return None
