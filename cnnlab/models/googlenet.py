@@ -11,8 +11,9 @@ evaluation and export see the main output alone (:mod:`cnnlab.models.auxiliary`)
 differences (thesis Section 4.4: BN after every conv, 5x5 -> double 3x3, average pooling inside
 the modules) are ``inception-bn``; ``norm="batch"`` here adds only the first of them.
 
-For small images (``stem="cifar"``, the default below 112 pixels on the smaller side) the stem keeps the resolution
-(3x3 64, 1x1 64, 3x3 192), as ``inception-bn`` does.
+For small images (``stem="cifar"``, the default below 112 pixels on the smaller side:
+:func:`cnnlab.models.layers.auto_stem`) the stem keeps the resolution (3x3 64, 1x1 64, 3x3 192),
+as ``inception-bn`` does.
 
 **Naive Inception** (``inception-naive``, thesis Figure 4.3): 1x1, 3x3 and 5x5 convolutions and
 3x3 max pooling side by side on the same input, concatenated -- no 1x1 reductions, so the

@@ -1,8 +1,8 @@
 """Cost figures of a model: parameters, size, multiply-adds, eq. 4.7 complexity, activation memory.
 
-``model_report(name, in_channels, image_size)`` (``image_size`` a side or (H, W)) builds the model on PyTorch's ``meta`` device
-(shapes only, no memory, so VGG-19's 144M parameters cost nothing) and runs one forward pass
-in eval mode with forward hooks on every leaf layer:
+``model_report(name, in_channels, image_size)`` (``image_size``: a side or (H, W)) builds the model
+on PyTorch's ``meta`` device (shapes only, no memory, so VGG-19's 144M parameters cost nothing) and
+runs one forward pass in eval mode with forward hooks on every leaf layer:
 
 * ``macs``: multiply-adds per image of the convolution and linear layers, counted from the
   shapes each layer actually saw: out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w
@@ -42,7 +42,7 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 
-from ..sizes import as_hw
+from ..sizes import as_hw, size_text
 from .registry import MODELS, builder_size, count_parameters, create_model
 
 BYTES_FP32 = 4
@@ -221,7 +221,7 @@ def model_report(name: str, in_channels: int = 3, image_size: int | tuple[int, i
     return {
         "name": entry.name,
         "source": entry.meta.get("source", ""),
-        "input": f"{in_channels}x{length}" if length else f"{in_channels}x{'x'.join(map(str, as_hw(image_size)))}",
+        "input": f"{in_channels}x{length}" if length else f"{in_channels}x{size_text(image_size)}",
         "num_classes": num_classes,
         "batch_size": batch_size,
         "options": dict(options),
