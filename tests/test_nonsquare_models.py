@@ -182,3 +182,9 @@ def test_path_costs_take_height_and_width():
     mem, streamed = path_costs(1000, 3, (48, 64), batch_size=16, workers=1)
     assert mem == 1000 * 3 * 48 * 64 and streamed == 3 * 16 * 3 * 48 * 64 + INDEX_BYTES * 1000
     assert path_costs(70_000, 1, 28) == path_costs(70_000, 1, (28, 28))
+
+
+def test_a_replaced_head_finds_the_classifier_at_hxw():
+    model = create_model("lenet5", 6, 1, image_size=(28, 36), head="energy", head_options={"hidden": 16}).eval()
+    with torch.no_grad():
+        assert model(torch.randn(3, 1, 28, 36)).shape == (3, 6)
