@@ -1,28 +1,81 @@
-"""What each data path costs, for ``cnnlab datasets``: memory held, and what is decoded when.
+"""What each data path costs, for ``cnnlab datasets`` and ``cnnlab models --info``: memory held, and
+what is decoded when.
 
 The in-memory path (:mod:`cnnlab.data.loader`) holds the uint8 pixels of both splits, decoded once;
 the stream path (:mod:`cnnlab.data.stream`) holds the batches in flight and a small per-image index,
 and decodes every training image every epoch. The figures are arithmetic on the dataset's numbers
-(``DatasetSpec``, or a packed folder's manifest), plus one measured decode rate.
+(``DatasetSpec``, or a packed folder's manifest) or, for ``models --info``, on the model's input shape
+and a few data set sizes (:func:`input_costs`), plus one measured decode rate. Image sizes are a side
+or (H, W) (:mod:`cnnlab.sizes`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import CnnlabError
-from .stream import MEMORY_FRACTION, in_memory_bytes, list_folder, total_memory
+from ..sizes import as_hw, size_text
+from .stream import MEMORY_FRACTION, list_folder, total_memory
 
 # images/s one worker decodes + augments (256x256 JPEG -> 128 random-resized crop + flip), measured by
 # benchmarks/data_throughput.py on the 2-core AMD EPYC (AVX2) this project runs on, shared at load 10-15
 # (README, "Data throughput"): an idle core does several times more
 DECODE_PER_WORKER = 79.0
 INDEX_BYTES = 28  # per training image: shard id, offset, size, label, order
+MODEL_INFO_COUNTS = (10_000, 100_000, 1_000_000)  # data set sizes `models --info` prices the in-memory path at
 
 
-def path_costs(num_images: int, channels: int, size: int, batch_size: int = 128, workers: int = 2) -> tuple[int, int]:
-    """(bytes the in-memory path holds, bytes the stream path holds) for ``num_images`` at CxSxS."""
-    in_flight = (workers * 2 + 1) * batch_size * channels * size * size  # prefetch_factor 2 per worker + 1 in use
-    return in_memory_bytes(num_images, channels, size), in_flight + INDEX_BYTES * num_images
+def image_bytes(channels: int, size) -> int:
+    """Bytes of one decoded uint8 image C x H x W (``size``: a side or (H, W)), what both paths hold per image.
+
+    (``stream.in_memory_bytes``, the ``--data-path auto`` rule, is the same arithmetic for square sides.)"""
+    h, w = as_hw(size)
+    return channels * h * w
+
+
+def path_costs(num_images: int, channels: int, size, batch_size: int = 128, workers: int = 2) -> tuple[int, int]:
+    """(bytes the in-memory path holds, bytes the stream path holds) for ``num_images`` at C x ``size``."""
+    per_image = image_bytes(channels, size)
+    in_flight = (workers * 2 + 1) * batch_size * per_image  # prefetch_factor 2 per worker + 1 in use
+    return num_images * per_image, in_flight + INDEX_BYTES * num_images
+
+
+def input_costs(channels: int, size, batch_size: int = 128, workers: int = 2,
+                counts: tuple[int, ...] = MODEL_INFO_COUNTS) -> dict:
+    """What feeding a model C x ``size`` images costs on each path, for data sets of ``counts`` images:
+    ``image_bytes``; ``in_memory`` {count: bytes}; ``stream_in_flight`` (the batches in flight, any data set
+    size; the index adds ``INDEX_BYTES`` per image); ``decode_per_s`` (images/s the workers decode, measured)."""
+    streamed = {n: path_costs(n, channels, size, batch_size, workers) for n in counts}
+    return {"image_bytes": image_bytes(channels, size), "in_memory": {n: m for n, (m, _) in streamed.items()},
+            "stream_in_flight": path_costs(0, channels, size, batch_size, workers)[1], "batch_size": batch_size,
+            "workers": workers, "decode_per_s": DECODE_PER_WORKER * workers}
+
+
+def format_input_costs(d: dict) -> list[str]:
+    """The ``models --info`` lines of :func:`input_costs` (``cnnlab datasets`` prices whole data sets)."""
+    import textwrap
+
+    sizes = ", ".join(f"{_count(n)} images {_gb(b)}" for n, b in d["in_memory"].items())
+    epoch = min(d["in_memory"])
+    rows = [
+        ("data path", f"uint8 input {_bytes(d['image_bytes'])} per image (`cnnlab datasets`: per data set)"),
+        ("  in memory", f"{sizes}; decoded once (--data-path auto streams above "
+                        f"{_gb(MEMORY_FRACTION * total_memory())} here)"),
+        ("  stream", f"{_gb(d['stream_in_flight'])} of batches in flight (batch {d['batch_size']}, {d['workers']} "
+                     f"workers) + {INDEX_BYTES} B/image index; decodes every training image every epoch: "
+                     f"~{d['decode_per_s']:.0f} images/s ({d['workers']} workers, measured on 256x256 JPEG, "
+                     f"loaded 2-core CPU), ~{epoch / d['decode_per_s']:.0f} s per {_count(epoch)} images"),
+    ]
+    return [line for name, text in rows
+            for line in textwrap.wrap(text, 100, initial_indent=f"  {name:<18}  ", subsequent_indent=" " * 22)]
+
+
+def _count(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
+        f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n))
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
 
 
 def cost_report(specs: list, data_dir: str | None = None, batch_size: int = 128, workers: int = 2) -> list[str]:
@@ -59,7 +112,7 @@ def _dir_costs(root: Path, batch_size: int, workers: int) -> list[tuple[str, str
     except CnnlabError:
         return []
     mem, streamed = path_costs(n, c, size, batch_size, workers)
-    return [(f"{root} ({n} images at {c}x{size}x{size})", _gb(mem), _gb(streamed))]
+    return [(f"{root} ({n} images at {c}x{size_text(size)})", _gb(mem), _gb(streamed))]
 
 
 def _gb(n: float) -> str:

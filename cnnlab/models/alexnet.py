@@ -20,7 +20,7 @@ import torch.nn as nn
 from ..errors import CnnlabError
 from .activations import channel_multiplier, make_activation
 from .init import initialize, resolve_init
-from .layers import check_norm, linear_act, make_norm, out_side, scale_width
+from .layers import check_norm, linear_act, make_norm, out_hw, scale_width
 from .registry import register_model
 
 
@@ -40,8 +40,8 @@ def _stage(cin: int, cout: int, kernel: int, stride: int, padding: int, groups: 
 
 
 class AlexNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu",
-                 norm: str = "lrn", dropout: float = 0.5, width: float = 1.0, groups: int = 1):
+    def __init__(self, num_classes: int, in_channels: int, image_size: int | tuple[int, int] = 224,
+                 act: str = "relu", norm: str = "lrn", dropout: float = 0.5, width: float = 1.0, groups: int = 1):
         super().__init__()
         check_norm(norm)
         if groups not in (1, 2):
@@ -56,12 +56,12 @@ class AlexNet(nn.Module):
             *_stage(c4, c5, 3, 1, 1, groups, False, False, act, norm),
             nn.MaxPool2d(3, 2),
         )
-        side = out_side(image_size, 11, 4, 2)
+        h, w = out_hw(image_size, 11, 4, 2)
         for _ in range(3):
-            side = out_side(side, 3, 2)
+            h, w = out_hw((h, w), 3, 2)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            *linear_act(c5 * side * side, fc, act, dropout, norm),
+            *linear_act(c5 * h * w, fc, act, dropout, norm),
             *linear_act(fc, fc, act, dropout, norm),
             nn.Linear(fc, num_classes),
         )
@@ -75,5 +75,5 @@ class AlexNet(nn.Module):
 def alexnet(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "lrn",
             dropout: float = 0.5, width: float = 1.0, groups: int = 1, init: str = "auto") -> nn.Module:
     """AlexNet (thesis Table 4.2). ``groups=2``: the original two-group split; ``width`` scales all layers."""
-    model = AlexNet(num_classes, in_channels, int(image_size), act, norm, dropout, width, int(groups))
+    model = AlexNet(num_classes, in_channels, image_size, act, norm, dropout, width, int(groups))
     return initialize(model, resolve_init(init, norm))

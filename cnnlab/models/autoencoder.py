@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CnnlabError
+from ..sizes import as_hw
 from .activations import channel_multiplier, make_activation
 from .registry import register_model
 
@@ -110,5 +111,5 @@ def weight_count(model: Autoencoder) -> int:
 def autoencoder(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[int, ...] | str = (256, 64),
                 act: str = "lrelu", code_act: str | None = None, tied: bool = False) -> nn.Module:
     """``num_classes`` is not used: the output has the input's shape."""
-    side = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
-    return Autoencoder((in_channels, side, side), _sizes(hidden), act, code_act, bool(tied))
+    h, w = as_hw(image_size)  # a non-square image reconstructs to its own (C, H, W)
+    return Autoencoder((in_channels, h, w), _sizes(hidden), act, code_act, bool(tied))

@@ -1,15 +1,15 @@
 """Small reference networks: an MLP, LeNet-5 (thesis Table 4.1) and the PyTorch-examples MNIST net."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
+from ..sizes import as_hw
 from .activations import channel_multiplier, make_activation
+from .layers import out_hw
 from .registry import register_model
-
-
-def _side(image_size) -> int:
-    return int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
 
 
 def _act_linear(in_f: int, out_f: int, act: str) -> list[nn.Module]:
@@ -28,7 +28,7 @@ def mlp(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[
     if isinstance(hidden, int):
         hidden = (hidden,)
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_channels * (int(length) if length else _side(image_size) ** 2)
+    width = in_channels * (int(length) if length else math.prod(as_hw(image_size)))
     for h in hidden:
         layers += _act_linear(width, int(h), act)
         if dropout:
@@ -43,13 +43,14 @@ def mlp(num_classes: int, in_channels: int, image_size: int = 28, hidden: tuple[
 def lenet5(num_classes: int, in_channels: int, image_size: int = 28, act: str = "tanh",
            dropout: float = 0.0) -> nn.Module:
     mult = channel_multiplier(act)
-    side = _side(image_size)
-    side = ((side - 4) // 2 - 4) // 2  # two valid 5x5 convs, each followed by 2x2/2 max pooling
+    hw = image_size
+    for _ in range(2):  # two valid 5x5 convs, each followed by 2x2/2 max pooling
+        hw = out_hw(out_hw(hw, 5), 2, 2)
     return nn.Sequential(
         nn.Conv2d(in_channels, 20 // mult, 5), nn.MaxPool2d(2, 2), make_activation(act, 20 // mult),
         nn.Conv2d(20, 50 // mult, 5), nn.MaxPool2d(2, 2), make_activation(act, 50 // mult),
         nn.Flatten(),
-        *_act_linear(50 * side * side, 500, act),
+        *_act_linear(50 * hw[0] * hw[1], 500, act),
         nn.Dropout(dropout) if dropout else nn.Identity(),
         nn.Linear(500, num_classes),
     )
@@ -58,14 +59,14 @@ def lenet5(num_classes: int, in_channels: int, image_size: int = 28, act: str = 
 class MnistExample(nn.Module):
     """The two-conv network of pytorch/examples mnist/main.py (conv32, conv64, maxpool, fc128)."""
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int):
+    def __init__(self, num_classes: int, in_channels: int, image_size: int | tuple[int, int]):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
         self.dropout1 = nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
-        side = (image_size - 4) // 2
-        self.fc1 = nn.Linear(64 * side * side, 128)
+        h, w = out_hw(out_hw(out_hw(image_size, 3), 3), 2, 2)  # two valid 3x3 convs, 2x2/2 max pooling
+        self.fc1 = nn.Linear(64 * h * w, 128)
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,4 +81,4 @@ class MnistExample(nn.Module):
                 source="pytorch/examples mnist/main.py", min_size=6, native_size=28,
                 native_channels=1)
 def mnist_example(num_classes: int, in_channels: int, image_size: int = 28) -> nn.Module:
-    return MnistExample(num_classes, in_channels, _side(image_size))
+    return MnistExample(num_classes, in_channels, image_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import CnnlabError
-from .registry import MODELS, count_parameters, create_model
+from .registry import MODELS, builder_size, count_parameters, create_model
 
 
 def default_input(name: str) -> tuple[int, int]:
@@ -17,25 +17,22 @@ def default_input(name: str) -> tuple[int, int]:
     return meta.get("native_channels", 3 if side >= 32 else 1), side
 
 
-def parse_input(text: str | None, name: str) -> tuple[int, int]:
-    """``--input`` as (channels, side); ``CxL`` (two numbers) is a 1-D signal: (channels, length)."""
+def parse_input(text: str | None, name: str) -> tuple[int, int | tuple[int, int]]:
+    """``--input`` as (channels, size): ``CxHxW`` gives H (square) or (H, W); ``CxL`` (two numbers) is a
+    1-D signal: (channels, length). No ``--input``: the model's listed input (:func:`default_input`)."""
     if text is None:
         return default_input(name)
-    if len(text.lower().split("x")) == 2:
-        try:
-            c, length = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise CnnlabError(f"--input must look like 3x32x32 (channels x height x width) or 1x4000 (channels x "
-                              f"length of a 1-D signal), got {text!r}") from None
-        return c, length
+    parts = text.lower().split("x")
     try:
-        c, h, w = (int(v) for v in text.lower().split("x"))
+        if len(parts) not in (2, 3):
+            raise ValueError
+        c, *size = (int(v) for v in parts)
+        if min(c, *size) < 1:
+            raise ValueError
     except ValueError:
-        raise CnnlabError(f"--input must look like 3x32x32 (channels x height x width) or 1x4000 (channels x "
-                          f"length of a 1-D signal), got {text!r}") from None
-    if h != w:
-        raise CnnlabError(f"--input {text}: models take square inputs")
-    return c, h
+        raise CnnlabError(f"--input must look like 3x32x32 or 1x28x36 (channels x height x width) or 1x4000 "
+                          f"(channels x length of a 1-D signal), got {text!r}") from None
+    return c, size[0] if len(size) == 1 else builder_size(tuple(size))
 
 
 def print_model_table() -> None:
@@ -58,8 +55,8 @@ def print_model_info(name: str, input_shape: str | None, num_classes: int = 10, 
                      options: dict | None = None) -> None:
     from .info import format_report, model_report
 
-    c, side = parse_input(input_shape, name)
+    c, size = parse_input(input_shape, name)
     options = dict(options or {})
-    if input_shape is not None and len(input_shape.split("x")) == 2:  # CxL: a 1-D signal of length `side`
-        options["length"] = side
-    print(format_report(model_report(name, c, side, num_classes=num_classes, batch_size=batch_size, **options)))
+    if input_shape is not None and len(input_shape.split("x")) == 2:  # CxL: a 1-D signal of length `size`
+        options["length"] = size
+    print(format_report(model_report(name, c, size, num_classes=num_classes, batch_size=batch_size, **options)))

@@ -32,7 +32,8 @@ from ..errors import CnnlabError
 from .activations import channel_multiplier
 from .alexnet import AlexNet
 from .init import initialize, resolve_init
-from .layers import ClassifierHead, ConvNormAct, check_norm, linear_act, make_norm, parse_floats, scale_width
+from .layers import (ClassifierHead, ConvNormAct, check_norm, linear_act, make_norm, out_hw, parse_floats,
+                     scale_width)
 from .registry import register_model
 
 
@@ -78,7 +79,7 @@ def equal_cost_middle(n_in: int, n_out: int, multiple: int = 2) -> int:
                 source="thesis Sec. 4.5 rule 1 (He & Sun 2014)", min_size=63, native_size=224, native_channels=3)
 def alexnet_3x3(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "lrn",
                 dropout: float = 0.5, width: float = 1.0, init: str = "auto") -> nn.Module:
-    model = AlexNet(num_classes, in_channels, int(image_size), act, norm, dropout, width, 1)
+    model = AlexNet(num_classes, in_channels, image_size, act, norm, dropout, width, 1)
     i, conv5 = next((i, m) for i, m in enumerate(model.features)
                     if isinstance(m, nn.Conv2d) and m.kernel_size == (5, 5))
     mult = channel_multiplier(act)
@@ -99,8 +100,8 @@ def _act(act: str, channels: int) -> nn.Module:
 class AlexNet2x2(nn.Module):
     STAGES = ((192, 4), (384, 6))  # (filters, 2x2 convolutions) at 27x27 and 13x13
 
-    def __init__(self, num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu",
-                 norm: str = "lrn", dropout: float = 0.5, width: float = 1.0):
+    def __init__(self, num_classes: int, in_channels: int, image_size: int | tuple[int, int] = 224,
+                 act: str = "relu", norm: str = "lrn", dropout: float = 0.5, width: float = 1.0):
         super().__init__()
         check_norm(norm)
         conv_norm = "batch" if norm == "batch" else "none"
@@ -117,11 +118,11 @@ class AlexNet2x2(nn.Module):
             if filters == self.STAGES[0][0]:
                 layers.append(lrn(c))
         self.features = nn.Sequential(*layers)
-        side = (int(image_size) + 6 - 7) // 4 + 1
+        h, w = out_hw(image_size, 7, 4, 3)  # the 2x2 pairs keep the map size; three 3x3/2 max poolings
         for _ in range(3):
-            side = (side - 3) // 2 + 1
+            h, w = out_hw((h, w), 3, 2)
         fc = scale_width(4096, width)
-        self.classifier = nn.Sequential(nn.Flatten(), *linear_act(c * side * side, fc, act, dropout, norm),
+        self.classifier = nn.Sequential(nn.Flatten(), *linear_act(c * h * w, fc, act, dropout, norm),
                                         *linear_act(fc, fc, act, dropout, norm), nn.Linear(fc, num_classes))
 
     def forward(self, x):
@@ -132,5 +133,5 @@ class AlexNet2x2(nn.Module):
                 source="thesis Sec. 4.5, Table 4.7", min_size=63, native_size=224, native_channels=3)
 def alexnet_2x2(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "lrn",
                 dropout: float = 0.5, width: float = 1.0, init: str = "auto") -> nn.Module:
-    model = AlexNet2x2(num_classes, in_channels, int(image_size), act, norm, dropout, width)
+    model = AlexNet2x2(num_classes, in_channels, image_size, act, norm, dropout, width)
     return initialize(model, resolve_init(init, norm))

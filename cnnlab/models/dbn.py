@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from ..sizes import as_hw
 from .rbm import RBM, VISIBLE_KINDS
 from .registry import register_model
 
@@ -58,5 +59,5 @@ def dbn(num_classes: int, in_channels: int, image_size: int = 1, hidden: tuple[i
         raise CnnlabError("model 'dbn': hidden needs at least one layer width, e.g. hidden=300,100")
     if visible not in VISIBLE_KINDS:
         raise CnnlabError(f"model 'dbn': visible must be one of {', '.join(VISIBLE_KINDS)}, got {visible!r}")
-    side = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
-    return DBN(in_channels * side * side, sizes, num_classes, visible)
+    h, w = as_hw(image_size)
+    return DBN(in_channels * h * w, sizes, num_classes, visible)

@@ -11,8 +11,9 @@ evaluation and export see the main output alone (:mod:`cnnlab.models.auxiliary`)
 differences (thesis Section 4.4: BN after every conv, 5x5 -> double 3x3, average pooling inside
 the modules) are ``inception-bn``; ``norm="batch"`` here adds only the first of them.
 
-For small images (``stem="cifar"``, the default below 112 pixels) the stem keeps the resolution
-(3x3 64, 1x1 64, 3x3 192), as ``inception-bn`` does.
+For small images (``stem="cifar"``, the default below 112 pixels on the smaller side:
+:func:`cnnlab.models.layers.auto_stem`) the stem keeps the resolution (3x3 64, 1x1 64, 3x3 192),
+as ``inception-bn`` does.
 
 **Naive Inception** (``inception-naive``, thesis Figure 4.3): 1x1, 3x3 and 5x5 convolutions and
 3x3 max pooling side by side on the same input, concatenated -- no 1x1 reductions, so the
@@ -28,7 +29,7 @@ import torch.nn as nn
 from ..errors import CnnlabError
 from .auxiliary import googlenet_aux
 from .init import initialize, resolve_init
-from .layers import Branches, ClassifierHead, ConvNormAct, check_norm, make_norm, scale_width
+from .layers import Branches, ClassifierHead, ConvNormAct, auto_stem, check_norm, make_norm, scale_width
 from .registry import register_model
 
 # Szegedy et al. 2014 Table 1: name, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
@@ -51,13 +52,13 @@ def inception_module(cin: int, row: tuple, act: str, norm: str, width: float) ->
 
 
 class GoogLeNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, image_size: int = 224, stem: str = "auto",
+    def __init__(self, num_classes: int, in_channels: int, image_size: int | tuple[int, int] = 224, stem: str = "auto",
                  act: str = "relu", norm: str = "lrn", dropout: float = 0.4, width: float = 1.0,
                  aux_weight: float = 0.3, aux_dropout: float = 0.7):
         super().__init__()
         check_norm(norm)
         if stem == "auto":
-            stem = "imagenet" if image_size >= 112 else "cifar"
+            stem = auto_stem(image_size)  # by the smaller side of a non-square input
         if stem not in ("imagenet", "cifar"):
             raise CnnlabError(f"googlenet: option stem must be 'auto', 'imagenet' or 'cifar', got {stem!r}")
         if aux_weight < 0:
@@ -104,7 +105,7 @@ def googlenet(num_classes: int, in_channels: int, image_size: int = 224, stem: s
               norm: str = "lrn", dropout: float = 0.4, width: float = 1.0, aux_weight: float = 0.3,
               aux_dropout: float = 0.7, init: str = "auto") -> nn.Module:
     """GoogLeNet 2014; ``aux_weight`` weights each auxiliary loss (0: none built), ``norm`` lrn|batch|none."""
-    model = GoogLeNet(num_classes, in_channels, int(image_size), stem, act, norm, dropout, width, float(aux_weight),
+    model = GoogLeNet(num_classes, in_channels, image_size, stem, act, norm, dropout, width, float(aux_weight),
                       float(aux_dropout))
     return initialize(model, resolve_init(init, norm))
 

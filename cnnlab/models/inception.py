@@ -11,7 +11,7 @@ convolution, 5x5 paths replaced by double 3x3, average pooling inside the module
 Depth: 3 stem convolutions + 10 modules x 3 = 33 layers, the "33 layer Inception-BN"
 of thesis Section 5.7. At 224x224 (``stem="imagenet"``) the stem is 7x7/2 conv, 3x3/2
 max pool, 1x1 64, 3x3 192, 3x3/2 max pool; for small images (``stem="cifar"``, the default
-below 112 pixels) it keeps the resolution: 3x3 64, 1x1 64, 3x3 192.
+below 112 pixels on the smaller side) it keeps the resolution: 3x3 64, 1x1 64, 3x3 192.
 
 **The module family** (``inception-a`` .. ``inception-k``): thesis Section 4.6 replaces every
 module of one base network by a variant built from part of the Inception module, on
@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from .init import initialize, resolve_init
-from .layers import Branches, ClassifierHead, ConvNormAct, check_norm, scale_width
+from .layers import Branches, ClassifierHead, ConvNormAct, auto_stem, check_norm, scale_width
 from .registry import register_model
 
 # name, #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool, pool projection, stride
@@ -89,12 +89,12 @@ def inception_bn_module(cin: int, spec: tuple, act: str, norm: str, width: float
 
 
 class InceptionBN(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int, image_size: int = 224, stem: str = "auto",
+    def __init__(self, num_classes: int, in_channels: int, image_size: int | tuple[int, int] = 224, stem: str = "auto",
                  act: str = "relu", norm: str = "batch", dropout: float = 0.0, width: float = 1.0):
         super().__init__()
         check_norm(norm)
         if stem == "auto":
-            stem = "imagenet" if image_size >= 112 else "cifar"
+            stem = auto_stem(image_size)  # by the smaller side of a non-square input
         if stem not in ("imagenet", "cifar"):
             raise CnnlabError(f"inception-bn: option stem must be 'auto', 'imagenet' or 'cifar', got {stem!r}")
         c64, c192 = scale_width(64, width), scale_width(192, width)
@@ -121,7 +121,7 @@ class InceptionBN(nn.Module):
 def inception_bn(num_classes: int, in_channels: int, image_size: int = 224, stem: str = "auto", act: str = "relu",
                  norm: str = "batch", dropout: float = 0.0, width: float = 1.0, init: str = "auto") -> nn.Module:
     """Inception-BN (thesis Table 4.4); ``stem`` "imagenet" (7x7/2 + pools), "cifar" (no downsampling) or "auto"."""
-    model = InceptionBN(num_classes, in_channels, int(image_size), stem, act, norm, dropout, width)
+    model = InceptionBN(num_classes, in_channels, image_size, stem, act, norm, dropout, width)
     return initialize(model, resolve_init(init, norm))
 
 

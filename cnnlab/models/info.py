@@ -1,8 +1,8 @@
 """Cost figures of a model: parameters, size, multiply-adds, eq. 4.7 complexity, activation memory.
 
-``model_report(name, in_channels, image_size)`` builds the model on PyTorch's ``meta`` device
-(shapes only, no memory, so VGG-19's 144M parameters cost nothing) and runs one forward pass
-in eval mode with forward hooks on every leaf layer:
+``model_report(name, in_channels, image_size)`` (``image_size``: a side or (H, W)) builds the model
+on PyTorch's ``meta`` device (shapes only, no memory, so VGG-19's 144M parameters cost nothing) and
+runs one forward pass in eval mode with forward hooks on every leaf layer:
 
 * ``macs``: multiply-adds per image of the convolution and linear layers, counted from the
   shapes each layer actually saw: out_h * out_w * out_channels * (in_channels / groups) * k_h * k_w
@@ -28,17 +28,22 @@ in eval mode with forward hooks on every leaf layer:
   them (``model.named_modules()``, e.g. ``blocks.3`` or ``blocks.3.residual.0``), with their
   shapes -- the names ``cnnlab features RUN IMAGE --layer NAME`` takes. The report lists the
   first two levels of the tree; deeper layers are accepted by the same dotted names.
+* ``data_path`` (images only): what feeding the model this input costs on the in-memory and the
+  stream data paths (:func:`cnnlab.data.path_costs.input_costs`: bytes per image and for 10k/100k/1M
+  images, batches in flight, decode rate).
 
-``format_report`` renders the dict for ``cnnlab models --info NAME --input 3x32x32``.
+``format_report`` renders the dict for ``cnnlab models --info NAME --input 3x32x32`` (or ``1x28x36``: H x W).
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
 import torch.nn as nn
 
-from .registry import MODELS, count_parameters, create_model
+from ..sizes import as_hw, size_text
+from .registry import MODELS, builder_size, count_parameters, create_model
 
 BYTES_FP32 = 4
 _NO_NEW_MEMORY = (nn.Identity, nn.Flatten)
@@ -59,17 +64,18 @@ def _layer_kind(m: nn.Module) -> str | None:
     return None
 
 
-def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int = 1,
+def count_costs(model: nn.Module, in_channels: int, image_size, batch_size: int = 1,
                 length: int | None = None) -> dict:
     """MACs, eq. 4.7, activation memory and per-kind breakdown of ``model`` for one forward pass.
 
-    The model may live on the ``meta`` device (preferred: nothing is computed) or the CPU.
+    The model may live on the ``meta`` device (preferred: nothing is computed) or the CPU. ``image_size``:
+    a side or (H, W).
     ``length``: 1-D signals [in_channels, length] instead of images (eq. 4.7 then sums n_{l-1} s n_l m
     over the 1-D convolutions, its 1-D analogue).
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
     macs = eq47 = 0
-    act_elems = in_channels * (length if length else image_size * image_size)  # the input batch is kept too
+    act_elems = in_channels * (length if length else math.prod(as_hw(image_size)))  # the input batch is kept too
     peak_elems = 0
     by_type: dict[str, dict[str, int]] = {}
 
@@ -114,7 +120,7 @@ def count_costs(model: nn.Module, in_channels: int, image_size: int, batch_size:
     }
 
 
-def feature_map_layers(model: nn.Module, in_channels: int, image_size: int,
+def feature_map_layers(model: nn.Module, in_channels: int, image_size,
                        length: int | None = None) -> dict[str, tuple[int, ...]]:
     """Every named layer whose output is a feature map, in the order they run: name -> (C, H, W).
 
@@ -142,7 +148,7 @@ def feature_map_layers(model: nn.Module, in_channels: int, image_size: int,
     return {n: shape for n, shape in shapes.items() if shape is not None}
 
 
-def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.device, handles: list,
+def _probe(model: nn.Module, in_channels: int, image_size, device: torch.device, handles: list,
            length: int | None = None) -> None:
     """One eval-mode forward pass of a single zero image, so the hooks behind ``handles`` see every
     layer; the hooks are removed and the model's train/eval mode restored afterwards."""
@@ -150,7 +156,7 @@ def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.de
     model.eval()
     try:
         with torch.no_grad():
-            shape = (length,) if length else (image_size, image_size)  # a 1-D signal, or an image
+            shape = (length,) if length else as_hw(image_size)  # a 1-D signal, or an image H x W
             model(torch.zeros(1, in_channels, *shape, device=device))
     finally:
         for h in handles:
@@ -158,7 +164,7 @@ def _probe(model: nn.Module, in_channels: int, image_size: int, device: torch.de
         model.train(was_training)
 
 
-def _build(name: str, num_classes: int, in_channels: int, image_size: int, options: dict,
+def _build(name: str, num_classes: int, in_channels: int, image_size, options: dict,
            length: int | None = None) -> nn.Module:
     """Build on the meta device when possible (instant, no memory), else on the CPU."""
     size = {"length": length} if length else {"image_size": image_size}
@@ -169,7 +175,7 @@ def _build(name: str, num_classes: int, in_channels: int, image_size: int, optio
         return create_model(name, num_classes, in_channels, **size, **options)
 
 
-def _costs(model: nn.Module, in_channels: int, image_size: int, batch_size: int, length: int | None = None) -> dict:
+def _costs(model: nn.Module, in_channels: int, image_size, batch_size: int, length: int | None = None) -> dict:
     try:
         return count_costs(model, in_channels, image_size, batch_size, length)
     except (NotImplementedError, RuntimeError):
@@ -185,32 +191,37 @@ def alexnet_complexity() -> int:
     return _costs(model, 3, 224, 1)["complexity_eq47"]
 
 
-def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_classes: int = 10,
+def model_report(name: str, in_channels: int = 3, image_size: int | tuple[int, int] = 32, num_classes: int = 10,
                  batch_size: int = 128, **options) -> dict:
-    """Cost figures of registered model ``name`` for ``in_channels x image_size x image_size`` inputs
-    (a signal model, :mod:`cnnlab.models.signal`, or ``length=L`` given: 1-D signals ``in_channels x L``,
-    for a signal model ``image_size`` read as the length).
+    """Cost figures of registered model ``name`` for ``in_channels x H x W`` inputs (``image_size``: a side
+    S for S x S, or (H, W)); a signal model, :mod:`cnnlab.models.signal`, or ``length=L`` given: 1-D
+    signals ``in_channels x L``, for a signal model ``image_size`` read as the length.
 
     Keys: name, source, input, num_classes, batch_size, options, params, size_mb, size_mib,
-    macs, complexity_eq47, complexity_vs_alexnet, activations_mb, peak_activation_mb, by_type.
+    macs, complexity_eq47, complexity_vs_alexnet, activations_mb, peak_activation_mb, by_type, layers,
+    data_path (None for signals).
     """
+    from ..data.path_costs import input_costs
+
     entry = MODELS.entry(name)
     length = options.pop("length", None)
     if length is None and entry.meta.get("signal"):
         length = int(image_size)
-    model = _build(entry.name, num_classes, in_channels, int(image_size), options, length)
+    if length is None:
+        image_size = builder_size(image_size)  # an int when square, as every builder has always taken
+    model = _build(entry.name, num_classes, in_channels, image_size, options, length)
     params = count_parameters(model)
     size_bytes = sum(t.numel() * BYTES_FP32 for t in list(model.parameters()) + list(model.buffers())
                      if t.is_floating_point())
-    costs = _costs(model, in_channels, int(image_size), batch_size, length)
+    costs = _costs(model, in_channels, image_size, batch_size, length)
     try:
-        layers = feature_map_layers(model, in_channels, int(image_size), length)
+        layers = feature_map_layers(model, in_channels, image_size, length)
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: the cost pass moved it to the CPU
-        layers = feature_map_layers(model.to_empty(device="cpu"), in_channels, int(image_size), length)
+        layers = feature_map_layers(model.to_empty(device="cpu"), in_channels, image_size, length)
     return {
         "name": entry.name,
         "source": entry.meta.get("source", ""),
-        "input": f"{in_channels}x{length}" if length else f"{in_channels}x{image_size}x{image_size}",
+        "input": f"{in_channels}x{length}" if length else f"{in_channels}x{size_text(image_size)}",
         "num_classes": num_classes,
         "batch_size": batch_size,
         "options": dict(options),
@@ -224,6 +235,7 @@ def model_report(name: str, in_channels: int = 3, image_size: int = 32, num_clas
         "peak_activation_mb": costs["peak_activation_mb"],
         "by_type": costs["by_type"],
         "layers": layers,
+        "data_path": None if length else input_costs(in_channels, image_size, batch_size),
     }
 
 
@@ -263,21 +275,27 @@ def format_report(d: dict) -> str:
         lines.append("  feature-map layers  (for `cnnlab features --layer NAME`; deeper ones by dotted path, "
                      "e.g. a.0.b)")
         lines += textwrap.wrap(", ".join(shown), width=100, initial_indent="    ", subsequent_indent="    ")
+    if d.get("data_path"):
+        from ..data.path_costs import format_input_costs
+
+        lines += format_input_costs(d["data_path"])
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m cnnlab.models.info NAME [--input 3x32x32] [--classes N] [--batch-size B]``."""
+    """``python -m cnnlab.models.info NAME [--input CxHxW|CxL] [--classes N] [--batch-size B]``: the report
+    of ``cnnlab models --info`` (the same parser and printer)."""
     import argparse
+
+    from .catalog import print_model_info
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name")
-    p.add_argument("--input", default="3x32x32")
+    p.add_argument("--input", default="3x32x32", help="CxHxW (H may differ from W) or CxL for a 1-D signal")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     a = p.parse_args(argv)
-    c, h, _ = (int(v) for v in a.input.lower().split("x"))
-    print(format_report(model_report(a.name, c, h, a.classes, a.batch_size)))
+    print_model_info(a.name, a.input, a.classes, a.batch_size)
 
 
 if __name__ == "__main__":

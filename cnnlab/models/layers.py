@@ -6,7 +6,9 @@
 * ``linear_act``: a fully connected layer + activation (+ dropout), CReLU-aware.
 * ``Branches``: parallel paths concatenated on channels (Inception modules, TinyNet).
 * ``ClassifierHead``: global pooling + dropout + linear classifier (NiN's global average pooling).
-* ``scale_width`` / ``out_side``: width multipliers and feature-map arithmetic.
+* ``scale_width`` / ``out_side`` / ``out_hw``: width multipliers and feature-map arithmetic (``out_hw``
+  applies ``out_side`` to the height and the width of a (H, W) input: non-square images).
+* ``auto_stem``: the ImageNet-or-CIFAR stem rule of GoogLeNet and Inception-BN.
 
 CReLU (``channel_multiplier(act) == 2``) doubles the channels its input has, so every block
 asks its convolution or linear layer for ``out // 2`` outputs: the block's output width --
@@ -21,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CnnlabError
+from ..sizes import as_hw
 from .activations import channel_multiplier, make_activation
 
 NORMS = ("batch", "lrn", "none")
@@ -66,6 +69,25 @@ def out_side(side: int, kernel: int, stride: int = 1, padding: int = 0, ceil_mod
     if ceil_mode and (n - 1) * stride >= side + padding:  # last window must start inside the input
         n -= 1
     return n
+
+
+def out_hw(size, kernel: int, stride: int = 1, padding: int = 0, ceil_mode: bool = False) -> tuple[int, int]:
+    """Output (H, W) of a square-kernel convolution or pooling layer on an input of ``size`` (a side or
+    (H, W)): :func:`out_side` on each dimension, so a flatten-to-FC head sizes its first layer for
+    non-square inputs as well (C * H * W, not C * side^2)."""
+    h, w = as_hw(size)
+    return out_side(h, kernel, stride, padding, ceil_mode), out_side(w, kernel, stride, padding, ceil_mode)
+
+
+IMAGENET_STEM_MIN = 112  # smallest side for the downsampling (7x7/2 + pools) stem under stem="auto"
+
+
+def auto_stem(size) -> str:
+    """``"imagenet"`` (7x7/2 conv + two 3x3/2 pools: 16x downsampling) when the input's *smaller* side is
+    at least :data:`IMAGENET_STEM_MIN`, else ``"cifar"`` (no downsampling). The smaller side decides
+    because it is the one the downsampling would shrink first to a map too small for the later
+    modules: a 64x320 strip gets the CIFAR stem, as a 64x64 image does."""
+    return "imagenet" if min(as_hw(size)) >= IMAGENET_STEM_MIN else "cifar"
 
 
 class ConvNormAct(nn.Sequential):

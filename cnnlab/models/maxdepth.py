@@ -144,8 +144,14 @@ class MaxDepthNet(nn.Module):
         return self.head(self.features(x))
 
 
+# square_only: eq. 4.4 bounds the receptive field by *the* image side z, and the layout (the network's
+# depth) is solved from that one number. A H x W image has two sides; the thesis does not say which
+# one the rule means (the smaller would stop the receptive field at the short side and waste the long
+# one, the larger would let it outgrow the short side), so the model refuses to guess: resize with
+# --image-size S. (The NDSB nets, whose layouts the rule chose once for a fixed side, take H x W.)
 @register_model("maxdepth", "deepest VGG-style net allowed by the max-depth rule (options kernel, c_min)",
-                source="thesis Sec. 4.3, eq. 4.2-4.6", min_size=4, native_size=32, native_channels=3)
+                source="thesis Sec. 4.3, eq. 4.2-4.6", min_size=4, native_size=32, native_channels=3,
+                square_only=True)
 def maxdepth(num_classes: int, in_channels: int, image_size: int = 32, kernel: int = 3, c_min: float = 0.3,
              act: str = "relu", norm: str = "batch", dropout: float = 0.0, width: float = 1.0,
              init: str = "auto") -> nn.Module:

@@ -3,8 +3,9 @@
 Every builder has the same signature ``builder(num_classes, in_channels, **options)``
 (as in timm's ``create_model``) so any study can swap any model. Options common to
 many builders: ``image_size`` (the input size, always passed by the trainer: an ``int`` side for a
-square input, a ``(H, W)`` tuple otherwise; :mod:`cnnlab.sizes`), ``act`` (activation name), ``norm`` ("batch", "lrn", "none"), ``dropout``,
-``width`` (channel multiplier), ``init`` (weight initialization name).
+square input, a ``(H, W)`` tuple otherwise; :mod:`cnnlab.sizes`; a builder whose design needs H = W
+registers ``square_only=True``), ``act`` (activation name), ``norm`` ("batch", "lrn", "none"),
+``dropout``, ``width`` (channel multiplier), ``init`` (weight initialization name).
 
 Options every model takes, handled here unless the builder declares them itself:
 ``init`` (applied after building) and ``head`` / ``head_options``, which replace the

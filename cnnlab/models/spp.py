@@ -66,7 +66,7 @@ def _levels(value, name: str) -> tuple[int, ...]:
 def alexnet_spp(num_classes: int, in_channels: int, image_size: int = 224, act: str = "relu", norm: str = "lrn",
                 dropout: float = 0.5, width: float = 1.0, groups: int = 1, levels="6,3,2,1",
                 init: str = "auto") -> nn.Module:
-    model = AlexNet(num_classes, in_channels, int(image_size), act, norm, dropout, width, int(groups))
+    model = AlexNet(num_classes, in_channels, image_size, act, norm, dropout, width, int(groups))
     spp = SpatialPyramidPool(_levels(levels, "alexnet-spp"))
     model.features[-1] = spp  # the last 3x3/2 max pooling
     c5 = next(m for m in reversed(model.features) if isinstance(m, nn.Conv2d)).out_channels

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from .init import initialize, resolve_init
-from .layers import ConvNormAct, check_norm, linear_act, out_side, scale_width
+from .layers import ConvNormAct, check_norm, linear_act, out_hw, scale_width
 from .registry import register_model
 
 M = "M"  # 2x2/2 max pooling
@@ -47,17 +47,17 @@ class VGG(nn.Module):
     ``head="cifar"``: round-up pooling, global average pool, FC 512 - FC 512.
     """
 
-    def __init__(self, layout: list, num_classes: int, in_channels: int, image_size: int, head: str,
+    def __init__(self, layout: list, num_classes: int, in_channels: int, image_size: int | tuple[int, int], head: str,
                  kernel: int = 3, act: str = "relu", norm: str = "none", dropout: float = 0.5, width: float = 1.0):
         super().__init__()
         check_norm(norm)
         ceil = head == "cifar"
         layers: list[nn.Module] = []
-        c, side = in_channels, int(image_size)
+        c, hw = in_channels, image_size
         for item in layout:
             if item == M:
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=ceil))
-                side = out_side(side, 2, 2, ceil_mode=ceil)
+                hw = out_hw(hw, 2, 2, ceil_mode=ceil)
                 continue
             out, k = item if isinstance(item, tuple) else (item, kernel)
             out = scale_width(out, width)
@@ -65,7 +65,7 @@ class VGG(nn.Module):
             c = out
         self.features = nn.Sequential(*layers)
         if head == "imagenet":
-            fc, flat = scale_width(4096, width), c * side * side
+            fc, flat = scale_width(4096, width), c * hw[0] * hw[1]
             pool: nn.Module = nn.Flatten()
         else:
             fc, flat = scale_width(512, width), c
