@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CnnlabError
-from ..sizes import as_hw, size_text
-from .stream import MEMORY_FRACTION, list_folder, total_memory
+from ..sizes import size_text
+from .stream import MEMORY_FRACTION, in_memory_bytes, list_folder, total_memory
 
 # images/s one worker decodes + augments (256x256 JPEG -> 128 random-resized crop + flip), measured by
 # benchmarks/data_throughput.py on the 2-core AMD EPYC (AVX2) this project runs on, shared at load 10-15
@@ -25,11 +25,9 @@ MODEL_INFO_COUNTS = (10_000, 100_000, 1_000_000)  # data set sizes `models --inf
 
 
 def image_bytes(channels: int, size) -> int:
-    """Bytes of one decoded uint8 image C x H x W (``size``: a side or (H, W)), what both paths hold per image.
-
-    (``stream.in_memory_bytes``, the ``--data-path auto`` rule, is the same arithmetic for square sides.)"""
-    h, w = as_hw(size)
-    return channels * h * w
+    """Bytes of one decoded uint8 image C x H x W (``size``: a side or (H, W)), what both paths hold per image
+    (the arithmetic of ``stream.in_memory_bytes``, the ``--data-path auto`` rule)."""
+    return in_memory_bytes(1, channels, size)
 
 
 def path_costs(num_images: int, channels: int, size, batch_size: int = 128, workers: int = 2) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..errors import CnnlabError
 from ..registry import Registry, check_options
-from ..sizes import as_hw, size_text
+from ..sizes import as_hw, loader_size, size_text
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
@@ -58,11 +58,7 @@ def check_input_size(name: str, image_size) -> None:
             raise CnnlabError(f"model {name!r} needs each input side {rng}, got {shown} (use --image-size)")
 
 
-def builder_size(image_size) -> int | tuple[int, int]:
-    """The ``image_size`` a builder receives: an ``int`` for a square input (what every builder has always
-    taken), a ``(H, W)`` tuple otherwise."""
-    h, w = as_hw(image_size)
-    return h if h == w else (h, w)
+builder_size = loader_size  # the image_size a builder receives: S when square (as always), (H, W) otherwise
 
 
 def size_options(shape: tuple[int, ...]) -> dict[str, int]:
