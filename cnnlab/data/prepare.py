@@ -107,7 +107,7 @@ def check_fits_in_memory(n: int, channels: int, size, name: str) -> None:
     except (ValueError, OSError, AttributeError):  # not POSIX: no figure to compare with
         return
     if need > 0.5 * have:  # half: training needs room besides the images (batches, the model, a float copy)
-        raise CnnlabError(f"--image-size {size_text(size)}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as "
+        raise CnnlabError(f"--image-size {h if h == w else size_text(size)}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as "
                           f"{channels}x{h}x{w} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
                           "smaller --image-size")
 
