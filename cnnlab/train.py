@@ -87,8 +87,12 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
         torch.cuda.set_device(device)
     selection.check_config(cfg)  # combinations that cannot work, before the run folder is touched
     run_dir, resuming = open_run_dir(cfg, resume, dist_info, guard)
-    if resume and (done := runs.finished_summary(run_dir, cfg.epochs, dist_info.is_main)) is not None:
-        return done  # finished, and not asked for more epochs
+    # finished, and not asked for more epochs: its summary. Process 0 decides and tells the others: asked for more
+    # epochs it removes summary.json, which a process reading the file at that moment would find gone
+    done = broadcast_object(runs.finished_summary(run_dir, cfg.epochs) if resume and dist_info.is_main else None,
+                            dist_info)
+    if done is not None:
+        return done
     # what --resume continues from, checked against config.yaml before any data is loaded
     resume_from = load_training_checkpoint(run_dir / runs.CHECKPOINT) if resuming else None
     if resume_from is not None:

@@ -40,3 +40,37 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     wb = load_checkpoint(tmp_path / "ddp" / runs.CHECKPOINT)["model"]
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
+
+
+# process 1 slow between finding summary.json and reading it, process 0 slow to remove it: a process 1
+# that looked at the file itself (instead of being told by process 0) finds it gone
+SLOW_SUMMARY = """
+import os, pathlib, sys, time
+from cnnlab import runs
+from cnnlab.cli import main
+if os.environ["RANK"] == "0":
+    unlink = pathlib.Path.unlink
+    pathlib.Path.unlink = lambda p, *a, **k: (time.sleep(1) if p.name == runs.SUMMARY else None, unlink(p, *a, **k))[1]
+else:
+    read_json = runs.read_json
+    runs.read_json = lambda p: (time.sleep(2) if p.name == runs.SUMMARY else None, read_json(p))[1]
+sys.exit(main())
+"""
+
+
+def test_resuming_a_finished_ddp_run_for_more_epochs_continues_on_every_process(tmp_path):
+    """Process 0 decides whether the run is finished, and removes summary.json when asked for more epochs;
+    the others are told, so they never race it for the file."""
+    first = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "cnnlab", "train", *COMMON, "--epochs", "1", "-b", "32", "--out", tmp_path,
+                            "--name", "ddp"], capture_output=True, text=True, timeout=300)
+    if first.returncode != 0 and "errno" in first.stderr.lower() and "socket" in first.stderr.lower():
+        pytest.skip(f"no local sockets for torchrun: {first.stderr[-300:]}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "slow.py").write_text(SLOW_SUMMARY)
+    more = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           tmp_path / "slow.py", "train", "--resume", tmp_path / "ddp", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "ddp")] == [1, 2]
+    assert runs.read_json(tmp_path / "ddp" / runs.SUMMARY)["epochs"] == 2
