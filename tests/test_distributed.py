@@ -1,4 +1,5 @@
-"""Data-parallel training through torchrun (gloo on CPU) equals one process on the global batch."""
+"""Data-parallel training through torchrun (gloo on CPU): it equals one process on the global batch, a finished
+run resumes for more epochs on every process, and batch norm becomes SyncBatchNorm only under DDP on CUDA."""
 import json
 import subprocess
 import sys
@@ -6,8 +7,9 @@ import sys
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import create_model, runs
 from cnnlab.checkpoint import load_checkpoint
+from cnnlab.distributed import DistInfo, batchnorm_text, use_sync_batchnorm
 
 # no batch norm, dropout or augmentation: then averaging the gradients of two halves of a
 # batch is exactly the gradient of the whole batch, and the two runs must agree
@@ -74,3 +76,25 @@ def test_resuming_a_finished_ddp_run_for_more_epochs_continues_on_every_process(
     assert more.returncode == 0, more.stderr[-3000:]
     assert [r["epoch"] for r in runs.read_metrics(tmp_path / "ddp")] == [1, 2]
     assert runs.read_json(tmp_path / "ddp" / runs.SUMMARY)["epochs"] == 2
+
+
+@pytest.mark.parametrize("device, world_size, wanted, synced", [
+    ("cuda", 2, True, True), ("cuda", 2, False, False), ("cuda", 1, True, False), ("cpu", 2, True, False)])
+def test_sync_batchnorm_only_under_ddp_on_cuda_unless_turned_off(device, world_size, wanted, synced):
+    assert use_sync_batchnorm(torch.device(device), DistInfo(world_size=world_size), wanted) is synced
+
+
+def test_sync_batchnorm_conversion_keeps_the_parameters_and_the_checkpoint_keys():
+    """What build_parts does on CUDA, checked on CPU without running the model: each batch norm becomes a
+    SyncBatchNorm in place, holding the same parameter objects (those the optimizer was given) under the same
+    state_dict keys (so checkpoints and weights load into a single-process model)."""
+    model = create_model("resnet20", 10, 3, image_size=32)
+    params, keys = list(model.parameters()), list(model.state_dict())
+    assert batchnorm_text(model, synced=False) == "batch norm per process"
+    assert torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(type(m) is torch.nn.SyncBatchNorm for m in norms)
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    assert list(model.state_dict()) == keys
+    assert batchnorm_text(model, synced=True) == "SyncBatchNorm over the global batch"
+    assert batchnorm_text(create_model("mlp", 4, 1, image_size=8), synced=True) == ""  # no batch norm: nothing said
