@@ -46,7 +46,7 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device: torch.device, timeout: float = 600) -> DistInfo:
+def init_distributed(device: torch.device, timeout: float) -> DistInfo:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); a no-op otherwise.
 
     ``timeout``: seconds one collective may wait for the other processes before it fails. torch's own
