@@ -2,8 +2,8 @@
 the global batch, only rank 0 writes the run folder, and a run whose node died resumes to the uninterrupted
 result (docs/distributed.md).
 
-Slow on a loaded 2-core machine (three training processes and two torchrun agents): opt in with
-CNNLAB_MULTINODE_TEST=1 (the lead's full runs and CI set it).
+Slow on a loaded 2-core machine (up to three training runs of two torchrun agents each, about a minute for
+the longest test): opt in with CNNLAB_MULTINODE_TEST=1 (the lead's full runs and CI set it).
 """
 import json
 import os
