@@ -276,6 +276,14 @@ class TrainConfig:
     eval_every: int = _engine(1, "evaluate every N epochs (and always after the last)", resume=True,
                               rule=at_least(1))
     eval_batch_size: int = _engine(1024, "batch size for evaluation", result=False, rule=at_least(1))
+    # DDP under torchrun (cnnlab.distributed, docs/distributed.md)
+    dist_timeout: float = _engine(600, "DDP: seconds a process waits for the others in one collective (a gradient "
+                                       "all-reduce, a broadcast) before it fails: how soon the others stop when a "
+                                       "node is lost without closing its connections; also bounds their wait for "
+                                       "process 0's checkpoint writes and final evaluation",
+                                  result=False, rule=at_least(1))
+    sync_bn: bool = _engine(True, "DDP on CUDA: batch-norm statistics over the global batch (SyncBatchNorm); on "
+                                  "CPU (gloo) each process always normalizes with its own slice")
     # output
     out: str = _output("runs", "parent folder of run folders", result=False, resume=False)
     name: str | None = _output(None, "run folder name (default: <data>-<model>-<time>)", result=False, resume=False,

@@ -194,10 +194,11 @@ def resume_rows(run_dir: Path, saved: list[dict[str, Any]] | None, epoch: int) -
     return rows
 
 
-def finished_summary(run_dir: Path, epochs: float | None, is_main: bool = True) -> dict[str, Any] | None:
+def finished_summary(run_dir: Path, epochs: float | None) -> dict[str, Any] | None:
     """A finished run's summary when ``--resume`` asks for no more epochs than it was trained for; else
     ``None``: not finished, or asked to go on (``--epochs`` above its config.yaml's), in which case
-    the summary is removed, since the run is unfinished again until the new last epoch ends."""
+    the summary is removed, since the run is unfinished again until the new last epoch ends. Under DDP only
+    process 0 calls it (cnnlab.train tells the others its answer)."""
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
@@ -209,8 +210,7 @@ def finished_summary(run_dir: Path, epochs: float | None, is_main: bool = True) 
     # epochs None: the resume names no length of its own (it runs by --steps or the default), so it asks for no more
     if epochs is None or not isinstance(trained, (int, float)) or isinstance(trained, bool) or epochs <= trained:
         return summary
-    if is_main:
-        path.unlink()
+    path.unlink()
     return None
 
 

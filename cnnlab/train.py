@@ -36,7 +36,8 @@ from .data.prepare import prepare_data
 from .data.stream import choose_data_path, open_stream
 from .data.split import split_record
 from .device import Runtime, resolve_device, seed_everything
-from .distributed import DistInfo, all_reduce_sum, broadcast_object, init_distributed, shutdown
+from .distributed import DistInfo, all_reduce_sum, batchnorm_text, broadcast_object, init_distributed, shutdown, \
+    use_sync_batchnorm
 from .divergence import check_finite_loss
 from .errors import CnnlabError
 from .lock import RunGuard
@@ -64,7 +65,7 @@ def train(config: TrainConfig | dict, resume: bool = False,
     raw = config.to_dict() if isinstance(config, TrainConfig) else config
     cfg = TrainConfig.from_dict(raw)
     device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
+    dist_info = init_distributed(device, cfg.dist_timeout)  # a node lost silently fails the others after it
     guard = RunGuard()  # the run folder's lock (cnnlab.lock), released however the run ends
     try:
         with stop_on_signals():  # SIGTERM / Ctrl-C stop at the next step boundary (cnnlab.signals_handling)
@@ -87,8 +88,12 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
         torch.cuda.set_device(device)
     selection.check_config(cfg)  # combinations that cannot work, before the run folder is touched
     run_dir, resuming = open_run_dir(cfg, resume, dist_info, guard)
-    if resume and (done := runs.finished_summary(run_dir, cfg.epochs, dist_info.is_main)) is not None:
-        return done  # finished, and not asked for more epochs
+    # finished, and not asked for more epochs: its summary. Process 0 decides and tells the others: asked for more
+    # epochs it removes summary.json, which a process reading the file at that moment would find gone
+    done = broadcast_object(runs.finished_summary(run_dir, cfg.epochs) if resume and dist_info.is_main else None,
+                            dist_info)
+    if done is not None:
+        return done
     # what --resume continues from, checked against config.yaml before any data is loaded
     resume_from = load_training_checkpoint(run_dir / runs.CHECKPOINT) if resuming else None
     if resume_from is not None:
@@ -151,7 +156,9 @@ def _train(cfg: TrainConfig, resume: bool, on_epoch, device: torch.device, dist_
             runs.write_meta(run_dir, cfg, ds, {"features": features} if features else None)
             runs.write_json(run_dir / runs.SPLIT, split_record(ds))
     params = count_parameters(model)
-    ddp = f"; DDP x{dist_info.world_size} (global batch {loader.global_batch})" if dist_info.enabled else ""
+    bn = batchnorm_text(model, use_sync_batchnorm(device, dist_info, cfg.sync_bn))
+    ddp = f"; DDP x{dist_info.world_size} (global batch {loader.global_batch}{', ' + bn if bn else ''})" \
+        if dist_info.enabled else ""
     aug = f"; augment: {augment.describe()}" if augment.enabled else ""
     say(f"{ds.describe()}\nmodel {cfg.model}: {params:,} parameters; {cfg.objective}; {cfg.opt} lr {cfg.lr}, "
         f"{cfg.sched}{aug}; {device.type} {runtime.precision}{' channels-last' if cfg.channels_last else ''}{ddp}; "
@@ -304,8 +311,9 @@ def build_parts(cfg: TrainConfig, model: torch.nn.Module, runtime: Runtime, step
         from torch.nn.parallel import DistributedDataParallel
 
         device = runtime.device
-        if device.type == "cuda":  # batch-norm statistics over the global batch (docs/distributed.md); the
-            # BN children are swapped in place, keeping their parameters (those the optimizer holds)
+        if use_sync_batchnorm(device, dist_info, cfg.sync_bn):  # batch-norm statistics over the global batch
+            # (docs/distributed.md); the BN children are swapped in place, keeping their parameters (those the
+            # optimizer holds) and buffers; the EMA copy, made above, keeps plain BN (it never runs in DDP)
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:

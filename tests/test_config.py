@@ -81,6 +81,9 @@ BAD += [("shear", 90), ("shear", -1), ("tta", "random:0"), ("tta", "random:x"), 
 GOOD += [("shear", 0), ("shear", 15.5), ("tta", "random:100"), ("tta", "random:1")]
 BAD += [("data_path", "disk"), ("crop_scale", 0), ("crop_scale", 1.5), ("data_workers", -1)]
 GOOD += [("data_path", "stream"), ("crop_scale", 1.0), ("data_workers", 0)]
+# DDP
+BAD += [("dist_timeout", 0)]
+GOOD += [("dist_timeout", 30.5)]
 
 
 def test_every_rule_has_a_bad_and_a_good_case():
