@@ -112,3 +112,16 @@ def test_every_zoo_model_reports_at_its_native_size():
         channels = e.meta.get("native_channels", 1)
         d = model_report(e.name, channels, size)
         assert d["params"] > 0 and d["macs"] > 0 and d["activations_mb"] > 0, e.name
+
+
+@pytest.mark.parametrize("name, shape, options, macs", [
+    ("autoencoder", (1, 28), {}, 2 * (784 * 256 + 256 * 64)),  # encoder + decoder, (m, 256, 64, 256, m)
+    ("cae1d", (1, 4000), {}, None),
+])
+def test_a_tied_decoder_is_counted_like_an_untied_one(name, shape, options, macs):
+    """Tying shares weights, not work: the decoder's multiply-adds are counted either way, its weights once."""
+    reports = {tied: model_report(name, shape[0], shape[1], **options, tied=tied) for tied in (True, False)}
+    assert reports[True]["macs"] == reports[False]["macs"]
+    assert reports[True]["params"] < reports[False]["params"]
+    if macs is not None:
+        assert reports[True]["macs"] == macs

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..errors import CnnlabError
 from ..sizes import as_hw
 from .activations import channel_multiplier, make_activation
+from .layers import TiedLayer
 from .registry import register_model
 
 
@@ -65,6 +66,7 @@ class Autoencoder(nn.Module):
         back = widths[::-1]  # (code, ..., m)
         if self.tied:  # only biases of its own: weights are the encoder's, transposed
             self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in back[1:])
+            self.tied_layers = nn.ModuleList(TiedLayer(F.linear) for _ in back[1:])  # no parameters
         else:
             self.decoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(back[:-1], back[1:]))
         self.decoder_acts = nn.ModuleList(make_activation(act, w) for w in back[1:-1])
@@ -88,9 +90,10 @@ class Autoencoder(nn.Module):
         h = z
         n = len(self.encoder)
         for i in range(n):
+            # module calls either way, so per-layer hooks (models --info's cost count) see the decoder too
             if self.tied:
-                h = F.linear(h, self.decoder_weight(i), self.decoder_biases[i])
-            else:  # a module call, so per-layer hooks (models --info's cost count) see the decoder too
+                h = self.tied_layers[i](h, self.decoder_weight(i), self.decoder_biases[i])
+            else:
                 h = self.decoder[i](h)
             if i < n - 1:
                 h = self.decoder_acts[i](h)

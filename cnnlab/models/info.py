@@ -41,8 +41,10 @@ from functools import lru_cache
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..sizes import as_hw, size_text
+from .layers import TiedLayer
 from .registry import MODELS, builder_size, count_parameters, create_model
 
 BYTES_FP32 = 4
@@ -50,6 +52,8 @@ _NO_NEW_MEMORY = (nn.Identity, nn.Flatten)
 
 
 def _layer_kind(m: nn.Module) -> str | None:
+    if isinstance(m, TiedLayer):  # a tied decoder layer: the weights are another layer's
+        return "fc (tied)" if m.op is F.linear else "conv1d (tied)"
     if isinstance(m, nn.Linear):
         return "fc"
     if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):  # 1-D signals (cnnlab.models.signal)
@@ -83,7 +87,8 @@ def count_costs(model: nn.Module, in_channels: int, image_size, batch_size: int 
         nonlocal macs, eq47, act_elems, peak_elems
         if not isinstance(output, torch.Tensor):
             return
-        in_elems = sum(t[0].numel() for t in inputs if isinstance(t, torch.Tensor))
+        tensors = inputs[:1] if isinstance(m, TiedLayer) else inputs  # a tied layer's other inputs are weights
+        in_elems = sum(t[0].numel() for t in tensors if isinstance(t, torch.Tensor))
         out_elems = output[0].numel()
         peak_elems = max(peak_elems, in_elems + out_elems)
         if not (isinstance(m, _NO_NEW_MEMORY) or getattr(m, "inplace", False)):
@@ -91,7 +96,11 @@ def count_costs(model: nn.Module, in_channels: int, image_size, batch_size: int 
         kind = _layer_kind(m)
         if kind is None:
             return
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, TiedLayer):  # per output value, one multiply-add per weight of its output unit
+            n = output[0].numel() * inputs[1][0].numel()  # linear: out x in; conv1d: C_out L x C_in k
+            if m.op is not F.linear:
+                eq47 += n
+        elif isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
             n = output[0].numel() * (m.in_channels // m.groups) * kh * kw
             eq47 += n  # n_{l-1} s^2 n_l m^2 with n_{l-1} = in_channels / groups

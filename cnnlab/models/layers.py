@@ -132,6 +132,22 @@ def linear_act(in_features: int, out_features: int, act: str, dropout: float = 0
     return layers
 
 
+class TiedLayer(nn.Module):
+    """A layer computed with weights another layer owns (a tied autoencoder's decoder): ``op(x, weight, bias)``
+    as a module call, so per-layer forward hooks -- ``models --info``'s multiply-add count -- see it.
+
+    It holds no parameters (the caller passes the shared weight and its own bias), so tying changes neither
+    the state_dict keys nor the parameter count. ``op`` is ``F.linear`` or ``F.conv1d``; ``options`` its
+    keyword arguments (e.g. ``padding``)."""
+
+    def __init__(self, op, **options):
+        super().__init__()
+        self.op, self.options = op, options
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return self.op(x, weight, bias, **self.options)
+
+
 class Branches(nn.Module):
     """Parallel paths on one input, concatenated along channels (Inception, thesis Figure 4.3-4.5)."""
 

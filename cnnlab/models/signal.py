@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from ..errors import CnnlabError
 from .activations import channel_multiplier, make_activation
+from .layers import TiedLayer
 from .registry import register_model
 
 DEFAULT_LENGTH = 4000  # the paper's densitograms (Sec. 3)
@@ -85,6 +86,8 @@ class ConvAutoencoder1d(nn.Module):
         self.tied = bool(tied)
         if self.tied:  # biases only: the weights are the encoder's, used by the transposed convolutions
             self.decoder_biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in back[1:])
+            # the transposed convolution as the plain one with the kernel flipped (see decode); no parameters
+            self.tied_layers = nn.ModuleList(TiedLayer(F.conv1d, padding=kernel - 1 - kernel // 2) for _ in back[1:])
         else:
             self.decoder = nn.ModuleList(nn.ConvTranspose1d(a, b, kernel, padding=kernel // 2)
                                          for a, b in zip(back, back[1:]))
@@ -115,7 +118,7 @@ class ConvAutoencoder1d(nn.Module):
             if self.tied:  # the transposed convolution, computed as the plain convolution with the kernel
                 # flipped and its in/out channels swapped (same result; PyTorch's CPU conv_transpose1d is ~10x slower)
                 w = self.decoder_weight(i).flip(-1).transpose(0, 1)
-                h = F.conv1d(h, w, self.decoder_biases[i], padding=self.kernel - 1 - self.kernel // 2)
+                h = self.tied_layers[i](h, w, self.decoder_biases[i])  # a module call: models --info counts it
             else:
                 h = self.decoder[i](h)
             if i < n - 1:
