@@ -22,7 +22,9 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, mean: Sequence[f
     """Softmax probabilities [N, classes] (float32, CPU) for uint8 images [N, C, H, W].
 
     The model is put in eval mode for the call and restored afterwards. With ``tta`` the
-    probabilities are averaged over the views of :func:`cnnlab.data.augment.tta_views`.
+    probabilities are averaged over the views of :func:`cnnlab.data.augment.tta_views`, made from
+    the pixels in [0, 1] before normalization, as training's augmentation is: a shifted or rotated
+    view is filled the way training filled its shifted and rotated images, not with the mean colour.
     """
     if tta != "none" and images.dim() == 3:
         from .errors import CnnlabError
@@ -39,14 +41,19 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, mean: Sequence[f
         with runtime.autocast():
             return model(x).float()
 
+    def normalized_forward(view: torch.Tensor) -> torch.Tensor:
+        return forward(to_model_input(view, mean_t, std_t, runtime.channels_last))
+
     out = []
     try:
         for chunk in images.split(batch_size):
-            x = to_model_input(chunk.to(device), mean_t, std_t, runtime.channels_last)
+            chunk = chunk.to(device)
             if tta == "none":
-                out.append(torch.softmax(forward(x), dim=1).cpu())
-            else:
-                out.append(predict_tta(forward, x, tta).float().cpu())
+                out.append(torch.softmax(forward(to_model_input(chunk, mean_t, std_t, runtime.channels_last)),
+                                         dim=1).cpu())
+            else:  # views made in pixel space, as training augments: their fill is the fill training showed
+                pixels = chunk.float().div_(255) if chunk.dtype == torch.uint8 else chunk.float()
+                out.append(predict_tta(normalized_forward, pixels, tta).float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

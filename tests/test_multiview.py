@@ -62,3 +62,25 @@ def test_generated_plankton_folder(tmp_path):
     make_plankton_folder(tmp_path, per_class=2, size=24)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(CLASSES)
     assert all(len(list((tmp_path / c).glob("*.png"))) == 2 for c in CLASSES)
+
+
+@pytest.mark.parametrize("mode", ["shift", "random:3"])
+def test_tta_views_are_filled_like_training_augmentation(mode):
+    """A view is made from the pixels before normalization, as training augments: where a shift or rotation
+    uncovers the border, the network sees black (pixel 0 normalized), the value training's zero fill gave it,
+    not 0 after normalization (the mean colour, never seen in training)."""
+    from cnnlab.data.augment import normalize
+    from cnnlab.device import Runtime
+    from cnnlab.predict import predict_probs
+
+    images = torch.full((2, 1, 16, 16), 200, dtype=torch.uint8)  # a light plain background, as NDSB's
+    mean, std = (0.7,), (0.2,)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    pixels = images.float() / 255
+    want = torch.stack([model(normalize(v, mean, std)).softmax(-1) for v in tta_views(pixels, mode)]).mean(0)
+    got = predict_probs(model, images, mean, std, Runtime(torch.device("cpu")), tta=mode)
+    assert torch.allclose(got, want, atol=1e-5)
+    seen = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    predict_probs(model, images, mean, std, Runtime(torch.device("cpu")), tta=mode)
+    assert float(seen[1].min()) == pytest.approx((0 - 0.7) / 0.2, abs=1e-5)  # black, not the mean colour (0)

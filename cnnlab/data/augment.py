@@ -317,7 +317,7 @@ def _random_views(x: torch.Tensor, n: int) -> Iterator[torch.Tensor]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(TTA_SEED)
         for _ in range(n):
-            # x is normalized here, so zero fill means the mean colour; no [0, 1] clamp
+            # x is in pixel space (cnnlab.predict), so the fill is training's augmentation fill
             yield random_affine(random_vflip(random_flip(x)), **RANDOM_VIEWS)
 
 
@@ -349,7 +349,9 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
 def predict_tta(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str) -> torch.Tensor:
     """Class probabilities [B, K] (float32) averaged over the TTA views of ``x``.
 
-    ``model_fn`` maps a batch (normalize inside it if needed) to logits.
+    ``x`` is the batch in pixel space ([0, 1], as :func:`augment_batch` takes it), so a view's
+    fill (zeros: black) is the fill of training's augmentation; ``model_fn`` normalizes a view and
+    maps it to logits (:func:`cnnlab.predict.predict_probs`).
     Probabilities, not logits, are averaged: the result is then itself a
     probability distribution (valid for log-loss and calibration) and one
     over-confident view cannot dominate through a huge logit. Views are run one
