@@ -27,7 +27,7 @@ from typing import Any
 
 from .files import atomic_write_text
 from .errors import CnnlabError
-from .sizes import as_hw, size_value
+from .sizes import as_hw, is_stored_size, size_value
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
 CHECKPOINT, WEIGHTS, CURVES, CONFUSION = "checkpoint.pt", "model.safetensors", "curves.png", "confusion.png"
@@ -87,18 +87,9 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
         side = meta["length"]
         if not isinstance(side, int) or isinstance(side, bool) or side < 1:
             raise CnnlabError(f"{path}: field 'length' must be a positive integer, got {side!r}")
-    else:
-        size = meta.get("image_size")
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                             for v in size):
-            size = tuple(size)
-        try:
-            ok = isinstance(size, (int, tuple)) and not isinstance(size, bool) and bool(as_hw(size))
-        except CnnlabError:  # a zero or negative side
-            ok = False
-        if not ok:
-            raise CnnlabError(f"{path}: field 'image_size' must be a positive integer or [height, width], "
-                              f"got {meta.get('image_size')!r}")
+    elif not is_stored_size(meta.get("image_size")):
+        raise CnnlabError(f"{path}: field 'image_size' must be a positive integer or [height, width], "
+                          f"got {meta.get('image_size')!r}")
     return meta
 
 

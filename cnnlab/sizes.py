@@ -55,6 +55,13 @@ def size_value(size: Any) -> int | list[int]:
     return h if h == w else [h, w]
 
 
+def is_stored_size(value: Any) -> bool:
+    """Is ``value`` a size as a file stores it (meta.json, a manifest): a positive int S or [H, W] of
+    positive ints? Stricter than :func:`as_hw`, which also reads text."""
+    sides = value if isinstance(value, list) and len(value) == 2 else [value]
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides)
+
+
 def size_text(size: Any) -> str:
     """``"HxW"`` of ``size`` (``"32x32"`` for 32)."""
     h, w = as_hw(size)

@@ -1,5 +1,6 @@
 """Non-square inputs (--image-size H W) end to end: config and flags, datasets, augmentation, the stream
 path, pack, run folders, eval/predict/TTA, export, serve and the Python API."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from cnnlab import runs
 from cnnlab.cli import build_parser, _config_from_args
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
-from cnnlab.sizes import as_hw, size_text, size_value
+from cnnlab.sizes import as_hw, is_stored_size, size_text, size_value
 
 H, W = 12, 20  # rows, columns: every test checks that the two are never swapped
 
@@ -20,6 +21,8 @@ def test_sizes_read_every_spelling_and_store_square_as_an_int():
     assert as_hw(32) == (32, 32) and as_hw("48x64") == (48, 64) and as_hw("48 64") == (48, 64)
     assert as_hw([48, 64]) == (48, 64) and as_hw((7,)) == (7, 7) and as_hw(np.int64(9)) == (9, 9)
     assert size_value((32, 32)) == 32 and size_value("48x64") == [48, 64] and size_text(5) == "5x5"
+    assert is_stored_size(32) and is_stored_size([48, 64])  # what meta.json and manifests may hold
+    assert not any(is_stored_size(v) for v in (0, "32", [48], [48, 0], [48, True], True, 2.0, None, (48, 64)))
     for bad in (0, -3, "a", "3x", [1, 2, 3], 2.5, True, None, [4, 0], ["4", None]):
         with pytest.raises(CnnlabError, match="image size must be"):
             as_hw(bad)
@@ -143,6 +146,15 @@ def test_the_run_folder_records_h_and_w(run_dir):
     assert meta["image_size"] == [H, W] and runs.input_shape(meta) == (3, H, W)
     # a run folder from before non-square inputs holds a single side, and still reads as S x S
     assert runs.input_shape({**meta, "image_size": 16}) == (3, 16, 16)
+    meta_file = Path(path) / runs.META
+    saved = meta_file.read_text()
+    try:
+        for bad in ([12, 0], "12x20", [12, 20, 3]):  # a hand-edited meta.json is named, not a traceback
+            meta_file.write_text(json.dumps({**meta, "image_size": bad}))
+            with pytest.raises(CnnlabError, match=r"meta.json: field 'image_size' must be a positive integer or"):
+                runs.read_meta(path)
+    finally:
+        meta_file.write_text(saved)
 
 
 def test_eval_predict_and_tta_on_h_by_w(run_dir, tmp_path):

@@ -32,8 +32,8 @@ def prepare_data(cfg: "TrainConfig") -> ArrayDataset:
     accepted = accepted_options(spec.load)
     # The run's seed picks the folder dataset's validation split (as in a seeded random split),
     # but never regenerates `synthetic`, whose images stay fixed across seeds.
-    wanted = {"size": None if cfg.image_size is None else loader_size(cfg.image_size), "channels": cfg.channels, "test_split": cfg.test_split,
-              "strict": cfg.strict, "seed": cfg.seed if cfg.data == "folder" else None}
+    size = None if cfg.image_size is None else loader_size(cfg.image_size)  # S, or (H, W) when not square
+    wanted = {"size": size, "channels": cfg.channels, "test_split": cfg.test_split, "strict": cfg.strict, "seed": cfg.seed if cfg.data == "folder" else None}
     options = {k: v for k, v in wanted.items() if v is not None and (accepted is None or k in accepted)}
     options.update(cfg.data_options)
     if cfg.image_size and spec.train_size and spec.test_size:  # before a loader generates or resizes anything
@@ -69,10 +69,10 @@ def convert_images(x: torch.Tensor, size, channels: int | None) -> torch.Tensor:
         if channels == 3:
             x = x.expand(-1, 3, -1, -1).contiguous()
         else:  # ITU-R 601 luma, as Pillow's convert("L")
-            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    if size is not None and tuple(x.shape[2:]) != as_hw(size):
-        h, w = as_hw(size)
+            luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    h, w = as_hw(size) if size is not None else x.shape[2:]
+    if (h, w) != tuple(x.shape[2:]):
         per_image = 4 * x.shape[1] * max(h * w, x.shape[2] * x.shape[3])  # float bytes, in or out
         chunk = max(1, min(4096, (256 << 20) // per_image))  # float work space stays near 256 MB
         out = [F.interpolate(c.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
@@ -107,8 +107,9 @@ def check_fits_in_memory(n: int, channels: int, size, name: str) -> None:
     except (ValueError, OSError, AttributeError):  # not POSIX: no figure to compare with
         return
     if need > 0.5 * have:  # half: training needs room besides the images (batches, the model, a float copy)
-        raise CnnlabError(f"--image-size {h if h == w else size_text(size)}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as "
-                          f"{channels}x{h}x{w} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
+        shown = h if h == w else size_text(size)
+        raise CnnlabError(f"--image-size {shown}: {name}'s {n:,} images would take {need / 1e9:.1f} GB as {channels}x"
+                          f"{h}x{w} bytes, more than half this machine's memory ({have / 1e9:.1f} GB); choose a "
                           "smaller --image-size")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import CnnlabError
-from .registry import MODELS, builder_size, count_parameters, create_model
+from ..sizes import loader_size
+from .registry import MODELS, count_parameters, create_model
 
 
 def default_input(name: str) -> tuple[int, int]:
@@ -32,7 +33,7 @@ def parse_input(text: str | None, name: str) -> tuple[int, int | tuple[int, int]
     except ValueError:
         raise CnnlabError(f"--input must look like 3x32x32 or 1x28x36 (channels x height x width) or 1x4000 "
                           f"(channels x length of a 1-D signal), got {text!r}") from None
-    return c, size[0] if len(size) == 1 else builder_size(tuple(size))
+    return c, size[0] if len(size) == 1 else loader_size(tuple(size))
 
 
 def print_model_table() -> None:

@@ -43,9 +43,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..sizes import as_hw, size_text
+from ..sizes import as_hw, loader_size, size_text
 from .layers import TiedLayer
-from .registry import MODELS, builder_size, count_parameters, create_model
+from .registry import MODELS, count_parameters, create_model
 
 BYTES_FP32 = 4
 _NO_NEW_MEMORY = (nn.Identity, nn.Flatten)
@@ -217,7 +217,7 @@ def model_report(name: str, in_channels: int = 3, image_size: int | tuple[int, i
     if length is None and entry.meta.get("signal"):
         length = int(image_size)
     if length is None:
-        image_size = builder_size(image_size)  # an int when square, as every builder has always taken
+        image_size = loader_size(image_size)  # an int when square, as every builder has always taken
     model = _build(entry.name, num_classes, in_channels, image_size, options, length)
     params = count_parameters(model)
     size_bytes = sum(t.numel() * BYTES_FP32 for t in list(model.parameters()) + list(model.buffers())

@@ -58,13 +58,10 @@ def check_input_size(name: str, image_size) -> None:
             raise CnnlabError(f"model {name!r} needs each input side {rng}, got {shown} (use --image-size)")
 
 
-builder_size = loader_size  # the image_size a builder receives: S when square (as always), (H, W) otherwise
-
-
 def size_options(shape: tuple[int, ...]) -> dict[str, int]:
     """The size option a builder gets for inputs of ``shape`` (no batch): images (C, H, W) ->
     ``image_size=H`` (square) or ``(H, W)``; 1-D signals (C, L) -> ``length=L`` (:mod:`cnnlab.models.signal`)."""
-    return {"length": int(shape[1])} if len(shape) == 2 else {"image_size": builder_size(tuple(shape[1:3]))}
+    return {"length": int(shape[1])} if len(shape) == 2 else {"image_size": loader_size(tuple(shape[1:3]))}
 
 
 def signal_models() -> list[str]:
@@ -92,7 +89,7 @@ def create_model(name: str, num_classes: int, in_channels: int, **options) -> nn
     builder = MODELS.get(name)
     if "image_size" in options and options["image_size"] is not None:
         check_input_size(name, options["image_size"])
-        options["image_size"] = builder_size(options["image_size"])
+        options["image_size"] = loader_size(options["image_size"])  # builders get S when square (as always), else (H, W)
     params = inspect.signature(builder).parameters
     _check_input_kind(name, params, options)
     init = options.pop("init", None) if "init" not in params else None  # applied after building
