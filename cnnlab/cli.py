@@ -113,7 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args)
     summary = train(cfg, resume=bool(args.resume))
-    if args.json:
+    from .distributed import is_main_process
+
+    if args.json and is_main_process():  # under torchrun every process returns it; two prints could interleave
         print(json.dumps(summary))
     return 0
 

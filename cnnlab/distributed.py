@@ -46,6 +46,12 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Process 0 of a torchrun launch (or a plain run): the one that writes and prints results. Reads
+    torchrun's environment, so it holds before the process group exists and after it is shut down."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device, timeout: float) -> DistInfo:
     """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); a no-op otherwise.
 

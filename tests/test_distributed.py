@@ -28,7 +28,9 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     if ddp.returncode != 0 and "errno" in ddp.stderr.lower() and "socket" in ddp.stderr.lower():
         pytest.skip(f"no local sockets for torchrun: {ddp.stderr[-300:]}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    summary = json.loads(ddp.stdout.strip().splitlines()[-1])
+    printed = [line for line in ddp.stdout.splitlines() if line.startswith("{")]
+    assert len(printed) == 1, ddp.stdout[-3000:]  # process 0 prints the summary; the others stay quiet
+    summary = json.loads(printed[0])
     assert summary["world_size"] == 2
     assert ddp.stdout.count("test accuracy") == 1  # only process 0 reports
 
